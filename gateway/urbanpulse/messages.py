@@ -1,0 +1,208 @@
+"""Validation of telemetry messages against CONTRACT.md v1.
+
+Policy, chosen so that bad input never costs good data:
+- The message is the unit for everything about the envelope: over 64 KiB, not JSON, not an
+  object, wrong or missing ``v``/``boot``/``seq``, ``samples`` not a list of 1 to 100. Such a
+  message is rejected whole.
+- The sample is the unit for its readings: a sample with an unknown key, a wrong type, NaN or
+  infinity, a value out of range or a bad timestamp is rejected on its own, and the other
+  samples of the message are stored. A sample is not split further: its fields were measured
+  together and some only make sense together (``vehicles`` needs its ``period_s``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model
+
+from .vocabulary import (
+    CONTRACT_VERSION,
+    MAX_PAYLOAD_BYTES,
+    MAX_SAMPLES_PER_MESSAGE,
+    MIN_TIMESTAMP_MS,
+    VOCABULARY,
+    Quantity,
+)
+
+
+class Reason(StrEnum):
+    """Why a message or a sample was rejected; the values are stable metric labels."""
+
+    # whole message
+    TOO_LARGE = "too_large"
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    NOT_JSON = "not_json"
+    BAD_ENVELOPE = "bad_envelope"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    # one sample
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_TIMESTAMP = "bad_timestamp"
+    EMPTY_SAMPLE = "empty_sample"
+
+
+MESSAGE_REASONS = (
+    Reason.TOO_LARGE,
+    Reason.BAD_TOPIC,
+    Reason.UNKNOWN_DEVICE,
+    Reason.NOT_JSON,
+    Reason.BAD_ENVELOPE,
+    Reason.UNSUPPORTED_VERSION,
+)
+SAMPLE_REASONS = tuple(r for r in Reason if r not in MESSAGE_REASONS)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: Reason
+    detail: str
+
+
+class MessageRejected(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.rejection = Rejection(reason, detail)
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: int
+    values: dict[str, float | bool]
+
+
+@dataclass
+class Telemetry:
+    boot: int
+    seq: int
+    samples: list[Sample]
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    v: int
+    boot: Annotated[int, Field(ge=0, le=2**32 - 1)]
+    seq: Annotated[int, Field(ge=0, le=2**32 - 1)]
+    samples: Annotated[
+        list[Any], Field(min_length=1, max_length=MAX_SAMPLES_PER_MESSAGE)
+    ]
+
+
+def _quantity_type(q: Quantity) -> Any:
+    if q.type == "bool":
+        return StrictBool | None
+    # strict: a JSON string "12" or a bool is a wrong type; ints are accepted as floats.
+    return (
+        Annotated[
+            float,
+            Field(ge=q.minimum, le=q.maximum, allow_inf_nan=False, strict=True),
+        ]
+        | None
+    )
+
+
+_SampleModel: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "SampleModel",
+    __config__=ConfigDict(extra="forbid", strict=True),
+    t=(int, ...),
+    **{name: (_quantity_type(q), None) for name, q in VOCABULARY.items()},
+)
+
+# pydantic error types -> our reasons
+_ERROR_REASONS: dict[str, Reason] = {
+    "extra_forbidden": Reason.UNKNOWN_FIELD,
+    "finite_number": Reason.NOT_FINITE,
+    "greater_than_equal": Reason.OUT_OF_RANGE,
+    "less_than_equal": Reason.OUT_OF_RANGE,
+    "greater_than": Reason.OUT_OF_RANGE,
+    "less_than": Reason.OUT_OF_RANGE,
+}
+
+
+def _sample_rejection(exc: ValidationError) -> Rejection:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if loc == "t":
+        return Rejection(Reason.BAD_TIMESTAMP, f"t: {err['msg']}")
+    reason = _ERROR_REASONS.get(err["type"], Reason.WRONG_TYPE)
+    return Rejection(reason, f"{loc}={err.get('input')!r}: {err['msg']}")
+
+
+class TelemetryValidator:
+    """Parses and validates telemetry payloads; ``max_future_ms`` bounds clock skew."""
+
+    def __init__(self, max_future_ms: int = 600_000) -> None:
+        self.max_future_ms = max_future_ms
+
+    def parse(self, payload: bytes, now_ms: int | None = None) -> Telemetry:
+        """Return the valid samples and the sample rejections, or raise MessageRejected."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise MessageRejected(
+                Reason.TOO_LARGE, f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}"
+            )
+        try:
+            # NaN/Infinity are parsed so that they are reported as such, not as bad JSON.
+            raw = pydantic_core.from_json(payload, allow_inf_nan=True)
+        except ValueError as exc:
+            raise MessageRejected(Reason.NOT_JSON, str(exc)) from None
+        if not isinstance(raw, dict):
+            raise MessageRejected(Reason.BAD_ENVELOPE, "payload is not a JSON object")
+        if "v" in raw and raw["v"] != CONTRACT_VERSION:
+            raise MessageRejected(
+                Reason.UNSUPPORTED_VERSION,
+                f"v={raw['v']!r}, this gateway speaks v{CONTRACT_VERSION}",
+            )
+        try:
+            env = _Envelope.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "message"
+            raise MessageRejected(Reason.BAD_ENVELOPE, f"{loc}: {err['msg']}") from None
+
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        latest = now_ms + self.max_future_ms
+        result = Telemetry(boot=env.boot, seq=env.seq, samples=[])
+        for index, raw_sample in enumerate(env.samples):
+            rejection = self._check_sample(raw_sample, latest, result)
+            if rejection is not None:
+                result.rejected.append(
+                    Rejection(rejection.reason, f"sample {index}: {rejection.detail}")
+                )
+        return result
+
+    def _check_sample(self, raw: Any, latest_ms: int, out: Telemetry) -> Rejection | None:
+        if not isinstance(raw, dict):
+            return Rejection(Reason.WRONG_TYPE, "a sample must be a JSON object")
+        # The model's fields are optional (None = not reported), so a JSON null must be
+        # caught here: it is a value of the wrong type, not an absent one.
+        for key, value in raw.items():
+            if value is None:
+                reason = Reason.BAD_TIMESTAMP if key == "t" else Reason.WRONG_TYPE
+                return Rejection(reason, f"{key}=None: null is not a valid value")
+        try:
+            model = _SampleModel.model_validate(raw)
+        except ValidationError as exc:
+            return _sample_rejection(exc)
+        values = model.model_dump(exclude_none=True)
+        t = values.pop("t")
+        if not MIN_TIMESTAMP_MS <= t <= latest_ms:
+            return Rejection(
+                Reason.BAD_TIMESTAMP,
+                f"t={t} is outside {MIN_TIMESTAMP_MS}..{latest_ms} "
+                "(board clock not synced, or not in milliseconds?)",
+            )
+        if not values:
+            return Rejection(Reason.EMPTY_SAMPLE, "a sample needs at least one quantity")
+        out.samples.append(Sample(t=t, values=values))
+        return None
+

@@ -1,0 +1,85 @@
+"""The contract's vocabulary (CONTRACT.md v1): every quantity a board may report.
+
+This table is the single source of truth for field names, units, valid ranges and the
+measurement each field is stored in. The message validator, the line-protocol encoder and
+the README's schema section are all derived from it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+CONTRACT_VERSION = 1
+
+# 3 to 32 characters of a-z 0-9 -, starting with a letter (CONTRACT.md, "Topics").
+DEVICE_ID_PATTERN = r"^[a-z][a-z0-9-]{2,31}$"
+DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+
+MAX_SAMPLES_PER_MESSAGE = 100
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+# Plausible sample timestamps: nothing before 2020 (a board that never synced its clock
+# stamps 2000-01-01 or 1970), nothing far in the future (see validation settings).
+MIN_TIMESTAMP_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+
+FieldType = Literal["float", "bool"]
+
+
+@dataclass(frozen=True)
+class Quantity:
+    field: str
+    measurement: str
+    unit: str
+    type: FieldType = "float"
+    minimum: float = -math.inf
+    maximum: float = math.inf
+
+
+def _q(
+    measurement: str, unit: str, lo: float, hi: float, *fields: str
+) -> list[Quantity]:
+    return [Quantity(f, measurement, unit, "float", lo, hi) for f in fields]
+
+
+QUANTITIES: tuple[Quantity, ...] = (
+    *_q("air_quality", "ug/m3", 0, 2000, "pm1", "pm25", "pm10", "no2", "o3"),
+    *_q("air_quality", "ppm", 0, 40000, "co2"),
+    *_q("air_quality", "degC", -60, 85, "temperature"),
+    *_q("air_quality", "%", 0, 100, "humidity"),
+    *_q("air_quality", "hPa", 300, 1100, "pressure"),
+    *_q("noise", "dB(A)", 0, 160, "laeq", "lamax", "lamin"),
+    *_q("traffic", "count", 0, 100000, "vehicles"),
+    *_q("traffic", "s", 1, 86400, "period_s"),
+    *_q("traffic", "km/h", 0, 300, "speed_avg"),
+    Quantity("occupied", "parking", "bool", "bool"),
+    Quantity("lamp_on", "streetlight", "bool", "bool"),
+    *_q("streetlight", "W", 0, 5000, "power"),
+    *_q("streetlight", "Wh", 0, math.inf, "energy"),
+    *_q("streetlight", "%", 0, 100, "dim_level"),
+    *_q("water", "cm", -500, 5000, "water_level"),
+    *_q("soil", "%", 0, 100, "soil_moisture"),
+    *_q("soil", "degC", -40, 80, "soil_temperature"),
+)
+
+VOCABULARY: dict[str, Quantity] = {q.field: q for q in QUANTITIES}
+
+MEASUREMENTS: tuple[str, ...] = tuple(dict.fromkeys(q.measurement for q in QUANTITIES))
+
+# Device kinds a registry entry may name, and the measurements a board of that kind reports.
+KIND_MEASUREMENTS: dict[str, tuple[str, ...]] = {
+    "air": ("air_quality",),
+    "noise": ("noise",),
+    "traffic": ("traffic",),
+    "parking": ("parking",),
+    "streetlight": ("streetlight",),
+    "water": ("water",),
+    "soil": ("soil",),
+}
+KINDS: tuple[str, ...] = tuple(KIND_MEASUREMENTS)
+
+# Storage measurements the gateway writes besides the vocabulary's.
+DEVICE_INFO_MEASUREMENT = "device_info"
+GATEWAY_STATS_MEASUREMENT = "gateway_stats"

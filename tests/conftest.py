@@ -1,0 +1,44 @@
+"""Shared fixtures: one private Mosquitto + InfluxDB for the session, a fresh database per test.
+
+The services are started by the project's own `urbanpulse.stack` on free loopback ports with
+their data in a temporary folder. If they are not installed the tests fail with how to fix
+it (`make setup`); they are never skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from services import Services, influx_drop_and_create, start_services, stop_services
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    running = start_services(tmp_path_factory.mktemp("stack"))
+    try:
+        yield running
+    finally:
+        stop_services(running)
+
+
+@pytest.fixture
+def influx(services: Services) -> Services:
+    """The services with an empty `urbanpulse` database."""
+    influx_drop_and_create(services)
+    return services
+
+
+@pytest.fixture
+def client_id() -> str:
+    """A broker client id no other test uses (persistent sessions outlive a test)."""
+    return f"test-gw-{next(_ids)}"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,130 @@
+"""Test helpers: a private Mosquitto and InfluxDB (urbanpulse.stack) on free ports.
+
+Imported by conftest.py and test modules. Tests that need the services fail, never skip,
+when the binaries are missing: a skipped integration test hides a broken setup.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import urllib3
+from urbanpulse import stack
+
+NOT_INSTALLED = "Mosquitto/InfluxDB not installed: run `make setup` (or `urbanpulse stack up`)"
+
+_http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=30))
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: stack.StackSettings
+    mqtt_host: str
+    mqtt_port: int
+    influx_url: str
+    database: str
+
+
+class InfluxQueryError(RuntimeError):
+    """InfluxDB answered a query with an HTTP or statement error."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def start_services(state_dir: Path) -> Services:
+    """Start Mosquitto and InfluxDB with their state in state_dir, on free ports."""
+    mqtt_port, influx_port, rpc_port = free_ports(3)
+    settings = stack.StackSettings(
+        state_dir=state_dir,
+        mqtt_port=mqtt_port,
+        influx_port=influx_port,
+        influx_rpc_port=rpc_port,
+    )
+    try:
+        stack.up(settings)
+    except stack.NotInstalledError as exc:
+        pytest.fail(f"{NOT_INSTALLED}\n({exc})", pytrace=False)
+    return services_for(settings)
+
+
+def services_for(settings: stack.StackSettings) -> Services:
+    """The addresses of a stack started (or to be started) with these settings."""
+    return Services(
+        settings=settings,
+        mqtt_host=settings.host,
+        mqtt_port=settings.mqtt_port,
+        influx_url=f"http://{settings.host}:{settings.influx_port}",
+        database=settings.database,
+    )
+
+
+def stop_services(s: Services) -> None:
+    stack.down(s.settings)
+
+
+def influx_query(s: Services, q: str) -> list[dict[str, Any]]:
+    """The series of the first statement's result ([] if it has none); raises on any error."""
+    response = _http.request(
+        "GET", f"{s.influx_url}/query", fields={"db": s.database, "epoch": "ms", "q": q}
+    )
+    results = _results(response, q)
+    series: list[dict[str, Any]] = results[0].get("series", []) if results else []
+    return series
+
+
+def influx_write(s: Services, lines: str, precision: str = "ms") -> None:
+    """Write line protocol; raises unless InfluxDB answers 204."""
+    response = _http.request(
+        "POST",
+        f"{s.influx_url}/write?{urlencode({'db': s.database, 'precision': precision})}",
+        body=lines.encode(),
+    )
+    if response.status != 204:
+        raise InfluxQueryError(f"write: HTTP {response.status}: {response.data.decode()[:500]}")
+
+
+def influx_drop_and_create(s: Services) -> None:
+    """A fresh, empty database between tests."""
+    name = '"' + s.database.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    q = f"DROP DATABASE {name}; CREATE DATABASE {name}"
+    response = _http.request(
+        "POST", f"{s.influx_url}/query", fields={"q": q}, encode_multipart=False
+    )
+    _results(response, q)
+
+
+def _results(response: urllib3.BaseHTTPResponse, q: str) -> list[dict[str, Any]]:
+    body = response.data.decode(errors="replace")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise InfluxQueryError(f"{q!r}: HTTP {response.status}: {body[:500]}") from None
+    if response.status != 200 or "error" in payload:
+        raise InfluxQueryError(f"{q!r}: HTTP {response.status}: {payload.get('error', body)}")
+    results: list[dict[str, Any]] = payload.get("results", [])
+    for result in results:
+        if "error" in result:
+            raise InfluxQueryError(f"{q!r}: {result['error']}")
+    return results

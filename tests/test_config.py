@@ -1,0 +1,74 @@
+"""Gateway configuration: TOML file, environment overrides, clear errors, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from urbanpulse.config import ConfigError, load_settings
+
+
+def test_defaults_match_the_local_stack() -> None:
+    settings = load_settings(None)
+    assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 18831)
+    assert settings.influx.url == "http://127.0.0.1:18086"
+    assert settings.influx.api == "v1" and settings.influx.database == "urbanpulse"
+    assert settings.batch.max_delay_s == 1.0
+
+
+def test_file_values_and_environment_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "urbanpulse.toml"
+    config.write_text('[mqtt]\nhost = "broker"\nport = 1883\n[registry]\npath = "reg.toml"\n')
+    monkeypatch.setenv("URBANPULSE_MQTT__PORT", "8883")
+    monkeypatch.setenv("URBANPULSE_INFLUX__DATABASE", "city")
+    settings = load_settings(config)
+    assert settings.mqtt.host == "broker"  # from the file
+    assert settings.mqtt.port == 8883  # environment beats file
+    assert settings.influx.database == "city"
+    assert settings.registry.path == tmp_path / "reg.toml"  # relative to the config file
+
+
+def test_bad_file_gives_one_message_naming_key_value_and_what_is_allowed(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "urbanpulse.toml"
+    config.write_text('[mqtt]\nport = "many"\nhots = "x"\n[influx]\napi = "v9"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    text = str(info.value)
+    assert text.startswith(f"{config}: invalid configuration")
+    assert "[mqtt] port = 'many': Input should be a valid integer" in text
+    assert "(environment: URBANPULSE_MQTT__PORT)" in text
+    assert "[mqtt] hots = 'x': unknown key" in text
+    assert "[influx] api = 'v9': Input should be 'v1' or 'v2'" in text
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[mqtt\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "none.toml")
+
+
+def test_secrets_from_files_are_masked(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("s3cret\n")
+    config = tmp_path / "urbanpulse.toml"
+    config.write_text(f'[mqtt]\nusername = "gw"\npassword_file = "{secret}"\n')
+    settings = load_settings(config)
+    assert settings.mqtt.password is not None
+    assert settings.mqtt.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings) and "s3cret" not in settings.model_dump_json()
+    config.write_text(f'[mqtt]\npassword = "x"\npassword_file = "{secret}"\n')
+    with pytest.raises(ConfigError, match="either password or password_file"):
+        load_settings(config)
+
+
+def test_v2_needs_an_org(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("URBANPULSE_INFLUX__API", "v2")
+    with pytest.raises(ConfigError, match="needs org"):
+        load_settings(None)
