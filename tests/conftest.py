@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from services import Services, influx_drop_and_create, start_services, stop_services
 
 _ids = itertools.count()

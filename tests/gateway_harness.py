@@ -12,6 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
 from services import Services, influx_query
 from urbanpulse.config import (
     InfluxSettings,

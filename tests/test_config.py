@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from urbanpulse.config import ConfigError, load_settings
 
 
@@ -72,3 +73,20 @@ def test_v2_needs_an_org(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("URBANPULSE_INFLUX__API", "v2")
     with pytest.raises(ConfigError, match="needs org"):
         load_settings(None)
+
+
+def test_example_configuration_documents_every_key_with_its_default(repo_root: Path) -> None:
+    import tomllib
+
+    from urbanpulse.config import Settings
+
+    example = repo_root / "deploy" / "urbanpulse.toml.example"
+    text = example.read_text()
+    settings = load_settings(example)
+    defaults = Settings()
+    assert settings.model_dump(exclude={"registry"}) == defaults.model_dump(exclude={"registry"})
+    parsed = tomllib.loads(text)
+    for section, model in defaults:
+        for key in type(model).model_fields:
+            documented = key in parsed.get(section, {}) or f"# {key} =" in text
+            assert documented, f"[{section}] {key} is not in {example.name}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from gateway_harness import (
     REGISTRY_CSV,
     Publisher,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from urbanpulse.lineprotocol import LineProtocolError, encode_field_value, encode_point
 
 

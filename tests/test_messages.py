@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+
 from urbanpulse.messages import MessageRejected, Reason, TelemetryValidator
 from urbanpulse.vocabulary import KIND_MEASUREMENTS, MAX_PAYLOAD_BYTES, VOCABULARY
 

@@ -20,6 +20,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+
 from services import (
     NOT_INSTALLED,
     InfluxQueryError,
