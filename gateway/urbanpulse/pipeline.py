@@ -133,11 +133,13 @@ class MessageHandler:
             )
             counter[rejection.reason.value] += 1
         what = "message" if whole_message else "sample"
+        rest = topic[len(self._prefix) :] if topic.startswith(self._prefix) else ""
+        device = rest.split("/")[0] if DEVICE_ID_RE.match(rest.split("/")[0]) else "?"
         self._rejection_log.log(
             rejection.reason.value,
             logging.WARNING,
-            f"rejected {what} reason={rejection.reason.value} topic={topic!r}: "
-            f"{rejection.detail}",
+            f"rejected {what} reason={rejection.reason.value} device={device} "
+            f"topic={topic!r}: {rejection.detail}",
         )
 
 
