@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# MicroPython's ESP32 stubs, kept apart from the venv's packages: they replace the stdlib.
+MPY_STUBS := $(VENV)/micropython-stubs
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian package : a file it installs (to skip apt when already there).
 SYSTEM_PACKAGES := mosquitto:/usr/sbin/mosquitto influxdb:/usr/bin/influxd \
@@ -37,8 +39,13 @@ $(VENV)/.installed: pyproject.toml
 lint: venv
 	$(BIN)/ruff check .
 
-typecheck: venv
+$(MPY_STUBS)/.installed: $(VENV)/.installed
+	$(BIN)/pip install -q --no-user --target $(MPY_STUBS) 'micropython-esp32-stubs==1.29.*'
+	touch $@
+
+typecheck: venv $(MPY_STUBS)/.installed
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file firmware/mypy.ini
 
 test: setup lint typecheck
 	$(BIN)/pytest

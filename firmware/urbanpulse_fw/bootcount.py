@@ -1,0 +1,33 @@
+# Boot counter kept in flash. (device_id, boot, seq) names a telemetry message, so the counter
+# must never go back: it is written to a temporary file and renamed over the old one.
+import os
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def read(path="bootcount"):
+    # After a power cut between write and rename the temporary file may be the newer one.
+    return max(_read(path), _read(path + ".tmp"))
+
+
+def bump(path="bootcount"):
+    """Increment the counter and return the new value (1 on the very first boot)."""
+    n = read(path) + 1
+    with open(path + ".tmp", "w") as f:
+        f.write("%d\n" % n)
+    try:
+        os.rename(path + ".tmp", path)
+    except OSError:
+        # FAT cannot rename over an existing file.
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        os.rename(path + ".tmp", path)
+    return n

@@ -1,0 +1,35 @@
+# Assertion helpers for the MicroPython checks (MicroPython has no unittest/pytest).
+import os
+
+
+def raises(exc_type, fn, *args, **kwargs):
+    """Call fn and return the exception it raised; fail unless it is an exc_type."""
+    try:
+        fn(*args, **kwargs)
+    except exc_type as e:
+        return e
+    raise AssertionError("%s not raised" % exc_type.__name__)
+
+
+def eq(got, want, what=""):
+    if got != want:
+        raise AssertionError("%s: got %r, want %r" % (what or "value", got, want))
+
+
+def tmpdir(name):
+    """A fresh directory for one check, under $URBANPULSE_TEST_TMP (set by the pytest driver)
+    or /tmp."""
+    base = os.getenv("URBANPULSE_TEST_TMP") or "/tmp"
+    path = "%s/%s-%d" % (base, name, int.from_bytes(os.urandom(4), "little"))
+    os.mkdir(path)
+    return path
+
+
+def rmtree(path):
+    for entry in os.ilistdir(path):
+        p = path + "/" + entry[0]
+        if entry[1] == 0x4000:
+            rmtree(p)
+        else:
+            os.remove(p)
+    os.rmdir(path)
