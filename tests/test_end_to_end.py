@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway_harness import gateway_settings, rows, running_gateway, wait_until
 from services import Services, free_port
 from urbanpulse.fleet import Fleet, board_config, plan_devices, register
+from urbanpulse.registry import load_registry
 from urbanpulse.vocabulary import KINDS, VOCABULARY
 
 pytestmark = pytest.mark.services
@@ -141,3 +142,29 @@ def test_demo_shows_live_data_within_30_seconds(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=False,
     )
     assert status.returncode == 3, status.stdout
+
+
+def test_fleet_command_registers_and_runs_boards(influx: Services, tmp_path: Path) -> None:
+    """`urbanpulse fleet run`: boards registered across districts and kinds, publishing."""
+    config = tmp_path / "urbanpulse.toml"
+    config.write_text(f'[mqtt]\nport = {influx.mqtt_port}\n[registry]\npath = "devices.csv"\n')
+    spy = Spy(influx)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "urbanpulse", "fleet", "run", "--devices", "9", "--config",
+             str(config), "--state-dir", str(tmp_path / "state"), "--sample-interval", "0.2",
+             "--publish-interval", "0.5", "--duration", "6"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        spy.close()
+    registered = load_registry(tmp_path / "devices.csv").devices
+    assert len(registered) == 9
+    assert {d.kind for d in registered} == set(KINDS)
+    assert {d.district for d in registered} == {"north", "centre", "south"}
+    assert set(spy.messages) == {d.device_id for d in registered}
+    for device in registered:
+        console = (tmp_path / "state" / "boards" / device.device_id / "console.log").read_text()
+        assert "Traceback" not in console, console
+        assert [s["state"] for s in spy.status[device.device_id]][-1] == "offline"
