@@ -8,8 +8,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
+    from .config import Settings
+    from .stack import StackSettings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -19,7 +24,7 @@ class CliError(Exception):
 
 
 # -- stack ---------------------------------------------------------------------------------
-def _stack_settings(args: argparse.Namespace) -> object:
+def _stack_settings(args: argparse.Namespace) -> StackSettings:
     from .stack import StackSettings
 
     return StackSettings(
@@ -34,7 +39,6 @@ def cmd_stack(args: argparse.Namespace) -> int:
     from . import stack
 
     settings = _stack_settings(args)
-    assert isinstance(settings, stack.StackSettings)
     try:
         if args.action == "up":
             states = stack.up(settings)
@@ -51,7 +55,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 # -- gateway -------------------------------------------------------------------------------
-def _settings(args: argparse.Namespace) -> object:
+def _settings(args: argparse.Namespace) -> Settings:
     from .config import ConfigError, load_settings
 
     try:
@@ -61,13 +65,11 @@ def _settings(args: argparse.Namespace) -> object:
 
 
 def cmd_gateway_run(args: argparse.Namespace) -> int:
-    from .config import Settings
     from .gateway import Gateway
     from .logs import setup_logging
     from .registry import RegistryError
 
     settings = _settings(args)
-    assert isinstance(settings, Settings)
     setup_logging(settings.log.level)
     try:
         gateway = Gateway(settings)
@@ -86,11 +88,9 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from .config import Settings
     from .registry import RegistryError, load_registry
 
     settings = _settings(args)
-    assert isinstance(settings, Settings)
     try:
         registry = load_registry(settings.registry.path)
     except RegistryError as exc:
@@ -117,14 +117,11 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace) -> int:
-    from .config import Settings
     from .registry import RegistryError, import_devices
 
     target: Path = args.into
     if target is None:
-        settings = _settings(args)
-        assert isinstance(settings, Settings)
-        target = settings.registry.path
+        target = _settings(args).registry.path
     try:
         added, updated = import_devices(args.file, target)
     except RegistryError as exc:
