@@ -20,8 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_harness import gateway_settings, rows, running_gateway, wait_until
 from services import Services, free_port
-from urbanpulse.fleet import Fleet, board_config, plan_devices, register
-from urbanpulse.registry import load_registry
+from urbanpulse.fleet import Fleet, board_config, plan_devices
+from urbanpulse.registry import load_registry, merge_devices
 from urbanpulse.vocabulary import KINDS, VOCABULARY
 
 pytestmark = pytest.mark.services
@@ -59,7 +59,7 @@ def test_every_sample_the_boards_publish_is_stored_once(
 ) -> None:
     registry = tmp_path / "devices.csv"
     devices = plan_devices(len(KINDS), ["north", "centre", "south"], interval_s=0.5)
-    register(devices, registry)
+    merge_devices(devices, registry)
     settings = gateway_settings(influx, registry, client_id)
     spy = Spy(influx)
     fleet = Fleet(tmp_path / "boards")

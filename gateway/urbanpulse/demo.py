@@ -20,9 +20,10 @@ from rich.live import Live
 
 from . import stack
 from .config import InfluxSettings, load_settings
-from .fleet import Fleet, FleetError, board_config, plan_devices, register
+from .fleet import Fleet, FleetError, board_config, plan_devices
 from .influx import V1Writer, WriteError
 from .live import collect, render
+from .registry import merge_devices
 
 DISTRICTS = ("north", "centre", "south")
 
@@ -62,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
     gateway_settings = load_settings(config_path)
     sample_s, publish_s = 1.0, 2.0
     devices = plan_devices(max(args.devices, 7), DISTRICTS, publish_s)
-    register(devices, gateway_settings.registry.path)
+    merge_devices(devices, gateway_settings.registry.path)
 
     log_path = args.state_dir / "gateway.log"
     gateway: subprocess.Popen[bytes] | None = None

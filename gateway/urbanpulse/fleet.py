@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, MqttSettings, load_settings
-from .firmware_bundle import BundleError, build_bundle
-from .registry import Device, Registry, load_registry, save_registry
+from .firmware_bundle import BundleError, build_bundle, find_tool
+from .registry import Device, merge_devices
 from .vocabulary import KINDS
 
 log = logging.getLogger("urbanpulse.fleet")
@@ -37,9 +36,7 @@ class FleetError(RuntimeError):
 
 
 def micropython_binary() -> str:
-    found = shutil.which("micropython") or shutil.which(
-        "micropython", path=str(Path(sys.executable).parent)
-    )
+    found = find_tool("micropython")
     if not found:
         raise FleetError(
             "micropython (the MicroPython unix port) is not installed: run `make setup` "
@@ -187,15 +184,6 @@ class Fleet:
                 board.process.wait()
 
 
-def register(devices: Sequence[Device], registry_path: Path) -> Registry:
-    """Add (or update) the devices in the registry file the gateway reads."""
-    current = load_registry(registry_path).devices if registry_path.exists() else []
-    merged = {d.device_id: d for d in current}
-    merged.update((d.device_id, d) for d in devices)
-    save_registry(merged.values(), registry_path)
-    return Registry(merged.values())
-
-
 def run_fleet_command(args: argparse.Namespace) -> int:
     from .logs import setup_logging
 
@@ -212,7 +200,7 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     except FleetError as exc:
         print(f"urbanpulse: {exc}", file=sys.stderr)
         return 2
-    register(devices, settings.registry.path)
+    merge_devices(devices, settings.registry.path)
     for device in devices:
         fleet.add(
             device,

@@ -94,9 +94,12 @@ class MessageHandler:
         self._stats = stats
         self._rejection_log = rejection_log
 
+    def _topic_levels(self, topic: str) -> list[str]:
+        """The topic's levels after the prefix; [] when the prefix does not match."""
+        return topic[len(self._prefix) :].split("/") if topic.startswith(self._prefix) else []
+
     def _device(self, topic: str) -> RegisteredDevice:
-        rest = topic[len(self._prefix) :] if topic.startswith(self._prefix) else ""
-        parts = rest.split("/")
+        parts = self._topic_levels(topic)
         if len(parts) != 2 or parts[1] != "telemetry":
             raise MessageRejected(Reason.BAD_TOPIC, f"topic {topic!r} is not telemetry")
         device_id = parts[0]
@@ -133,8 +136,8 @@ class MessageHandler:
             )
             counter[rejection.reason.value] += 1
         what = "message" if whole_message else "sample"
-        rest = topic[len(self._prefix) :] if topic.startswith(self._prefix) else ""
-        device = rest.split("/")[0] if DEVICE_ID_RE.match(rest.split("/")[0]) else "?"
+        levels = self._topic_levels(topic)
+        device = levels[0] if levels and DEVICE_ID_RE.match(levels[0]) else "?"
         self._rejection_log.log(
             rejection.reason.value,
             logging.WARNING,

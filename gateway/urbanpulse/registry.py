@@ -214,13 +214,23 @@ def import_devices(source: Path, target: Path) -> tuple[int, int]:
     A device already in ``target`` is replaced by the imported row. Returns (added, updated).
     Nothing is written unless the whole source file is valid.
     """
-    incoming = load_registry(source).devices
+    return merge_devices(load_registry(source).devices, target)
+
+
+def merge_devices(incoming: Iterable[Device], target: Path) -> tuple[int, int]:
+    """Add or replace ``incoming`` devices in the registry file ``target`` (created if
+    missing). Returns (added, updated)."""
     current = load_registry(target).devices if target.exists() else []
     merged = {d.device_id: d for d in current}
-    updated = sum(1 for d in incoming if d.device_id in merged)
-    merged.update((d.device_id, d) for d in incoming)
+    added = updated = 0
+    for device in incoming:
+        if device.device_id in merged:
+            updated += 1
+        else:
+            added += 1
+        merged[device.device_id] = device
     save_registry(merged.values(), target)
-    return len(incoming) - updated, updated
+    return added, updated
 
 
 class RegistryWatcher:
