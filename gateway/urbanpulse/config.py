@@ -50,12 +50,17 @@ class MqttSettings(_Section):
     # How many unacknowledged messages the broker may have in flight to us (MQTT 5 Receive
     # Maximum). We acknowledge only after storing, so this bounds memory and sets throughput.
     receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 20000
+    # Several gateways share the load with an MQTT 5 shared subscription
+    # ($share/{group}/...): each message goes to one of them. Each needs its own client_id.
+    shared_group: Annotated[str, Field(pattern=r"^[^#+/]+$")] | None = None
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
 
     @model_validator(mode="after")
     def _secret(self) -> MqttSettings:
+        if self.shared_group and self.protocol != "5":
+            raise ValueError("shared_group needs protocol = '5'")
         self.password = _read_secret(self.password, self.password_file, "password")
         return self
 

@@ -66,6 +66,8 @@ class Gateway:
             max_delay_s=settings.batch.max_delay_s,
         )
         self.topic = f"{settings.mqtt.topic_prefix}/+/telemetry"
+        if settings.mqtt.shared_group:
+            self.topic = f"$share/{settings.mqtt.shared_group}/{self.topic}"
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._accepting = True
