@@ -25,15 +25,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _readable(path: Path | None, key: str) -> None:
+    """Fail at start (naming the key) rather than at the first TLS handshake."""
+    if path is None:
+        return
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{key} {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
 def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> SecretStr | None:
     if file is None:
         return value
-    if value is not None:
-        raise ValueError(f"set either {key} or {key}_file, not both")
     try:
-        return SecretStr(file.read_text(encoding="utf-8").strip())
+        secret = SecretStr(file.read_text(encoding="utf-8").strip())
     except OSError as exc:
         raise ValueError(f"{key}_file {str(file)!r} cannot be read: {exc.strerror}") from None
+    # Equal when a section already read from the file is validated again (nested models).
+    if value is not None and value != secret:
+        raise ValueError(f"set either {key} or {key}_file, not both")
+    return secret
 
 
 class MqttSettings(_Section):
@@ -56,12 +69,27 @@ class MqttSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
+    # TLS to the broker. ca_file: the CA that signed the broker's certificate (else the
+    # system's trust store). cert_file + key_file: a client certificate, for brokers that
+    # require one (mosquitto `require_certificate true`).
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
     @model_validator(mode="after")
     def _secret(self) -> MqttSettings:
         if self.shared_group and self.protocol != "5":
             raise ValueError("shared_group needs protocol = '5'")
         self.password = _read_secret(self.password, self.password_file, "password")
+        if self.password is not None and not self.username:
+            raise ValueError("password needs username")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("ca_file/cert_file/key_file need tls = true")
+        for key in ("ca_file", "cert_file", "key_file"):
+            _readable(getattr(self, key), key)
         return self
 
 
@@ -77,8 +105,11 @@ class InfluxSettings(_Section):
     password_file: Path | None = None
     org: str | None = None
     bucket: str | None = None
+    # InfluxDB 2/3 (either api): an API token. InfluxDB 1.x with auth on: username/password.
     token: SecretStr | None = None
     token_file: Path | None = None
+    # For an https url: the CA that signed InfluxDB's certificate (else the system's store).
+    ca_file: Path | None = None
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     create_database: bool = True
 
@@ -86,6 +117,11 @@ class InfluxSettings(_Section):
     def _check(self) -> InfluxSettings:
         self.password = _read_secret(self.password, self.password_file, "password")
         self.token = _read_secret(self.token, self.token_file, "token")
+        if self.password is not None and not self.username:
+            raise ValueError("password needs username")
+        if self.token is not None and self.password is not None:
+            raise ValueError("set either token (InfluxDB 2/3) or username/password (1.x)")
+        _readable(self.ca_file, "ca_file")
         if self.api == "v2" and not self.org:
             raise ValueError("api = 'v2' needs org (and token unless auth is off)")
         return self

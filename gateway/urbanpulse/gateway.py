@@ -23,6 +23,7 @@ from .influx import PointWriter, WriteError, make_writer
 from .lineprotocol import encode_point
 from .logs import RateLimitedLog
 from .messages import TelemetryValidator
+from .mqtt_auth import apply_credentials
 from .pipeline import AckToken, Batcher, MessageHandler, Stats
 from .registry import Registry, RegistryError, RegistryWatcher
 from .vocabulary import DEVICE_INFO_MEASUREMENT, GATEWAY_STATS_MEASUREMENT
@@ -87,10 +88,7 @@ class Gateway:
             clean_session=None if v5 else m.clean_start,
             manual_ack=True,
         )
-        if m.username:
-            client.username_pw_set(
-                m.username, m.password.get_secret_value() if m.password else None
-            )
+        apply_credentials(client, m)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

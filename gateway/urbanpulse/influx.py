@@ -37,8 +37,11 @@ class PointWriter(Protocol):
 
 
 def _is_retryable(status: int) -> bool:
-    # 429 and 5xx: the server may accept the same points later. 4xx: it never will.
-    return status == 429 or status >= 500
+    """Whether the same points may be accepted later. 429 and 5xx: an overloaded or broken
+    server. 401/403 (credentials, rights) and 404 (database or bucket missing): an operator
+    fixes the configuration, and the data must wait for that, not be thrown away. Any other
+    4xx (400 bad points, 413 too large, 422 outside retention) refuses the points themselves."""
+    return status in (401, 403, 404, 408, 429) or status >= 500
 
 
 class V1Writer:
@@ -50,9 +53,13 @@ class V1Writer:
             maxsize=2,
             timeout=urllib3.Timeout(connect=min(5.0, settings.timeout_s), read=settings.timeout_s),
             retries=False,
+            ca_certs=str(settings.ca_file) if settings.ca_file else None,
         )
         self._headers: dict[str, str] = {"Content-Type": "text/plain; charset=utf-8"}
-        if settings.username and settings.password is not None:
+        if settings.token is not None:
+            # InfluxDB 2/3 accept a token on their 1.x-compatible /write and /query.
+            self._headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
+        elif settings.username and settings.password is not None:
             self._headers.update(
                 urllib3.make_headers(
                     basic_auth=f"{settings.username}:{settings.password.get_secret_value()}"
@@ -127,6 +134,7 @@ class V2Writer:
             token=token,
             org=settings.org or "",
             timeout=int(settings.timeout_s * 1000),
+            ssl_ca_cert=str(settings.ca_file) if settings.ca_file else None,
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
         self._precision: Any = WritePrecision.MS

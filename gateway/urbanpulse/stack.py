@@ -28,7 +28,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,17 @@ class StackSettings:
     # Resolved with shutil.which, also trying /usr/sbin; a value with a "/" is used as is.
     mosquitto_bin: str = "mosquitto"
     influxd_bin: str = "influxd"
+    # Optional security, to test the gateway's TLS and authentication against the real
+    # servers: a second, TLS-only Mosquitto listener (with a password file and optionally
+    # client certificates; the plain listener stays open on loopback), and InfluxDB with
+    # authentication on (this admin user is created at the first start).
+    mqtt_tls_port: int | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    mqtt_password_file: Path | None = None
+    mqtt_require_certificate: bool = False
+    influx_admin: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,8 @@ def _services(settings: StackSettings) -> tuple[_Service, _Service]:
             config_file=mosquitto_dir / "mosquitto.conf",
             pid_file=mosquitto_dir / "mosquitto.pid",
             log_file=mosquitto_dir / "log" / "mosquitto.log",
-            ports=(settings.mqtt_port,),
+            ports=(settings.mqtt_port,)
+            + ((settings.mqtt_tls_port,) if settings.mqtt_tls_port else ()),
             address=_host_port(settings.host, settings.mqtt_port),
         ),
         _Service(
@@ -247,9 +259,33 @@ def _mosquitto_conf(svc: _Service, settings: StackSettings) -> str:
             "# tmp dirs). Naming the invoking user keeps it (mosquitto only switches as root).",
             f"user {user}",
         ]
+    if settings.mqtt_tls_port:
+        lines += [
+            "# Security settings per listener: the plain loopback listener stays anonymous.",
+            "per_listener_settings true",
+        ]
     lines += [
         f"listener {settings.mqtt_port} {settings.host}",
         "allow_anonymous true",
+    ]
+    if settings.mqtt_tls_port:
+        if not (settings.tls_ca_file and settings.tls_cert_file and settings.tls_key_file):
+            raise StackError("mqtt_tls_port needs tls_ca_file, tls_cert_file and tls_key_file")
+        lines += [
+            f"listener {settings.mqtt_tls_port} {settings.host}",
+            f"cafile {_conf_value(settings.tls_ca_file)}",
+            f"certfile {_conf_value(settings.tls_cert_file)}",
+            f"keyfile {_conf_value(settings.tls_key_file)}",
+            f"require_certificate {str(settings.mqtt_require_certificate).lower()}",
+        ]
+        if settings.mqtt_password_file:
+            lines += [
+                "allow_anonymous false",
+                f"password_file {_conf_value(settings.mqtt_password_file)}",
+            ]
+        else:
+            lines.append("allow_anonymous true")
+    lines += [
         "# Retained messages, persistent sessions and their queued messages survive a restart:",
         "# saved on SIGTERM, and every 10 s to bound the loss if it is killed.",
         "persistence true",
@@ -298,6 +334,7 @@ bind-address = {q(rpc)}
   bind-address = {q(http)}
   # A log line per request would flood the log at sensor rates.
   log-enabled = false
+  auth-enabled = {str(settings.influx_admin is not None).lower()}
   unix-socket-enabled = false
 
 [ifql]
@@ -645,32 +682,33 @@ def _influx_request(
     path: str,
     fields: dict[str, str] | None = None,
     timeout_s: float = 5.0,
+    auth: tuple[str, str] | None = None,
 ) -> urllib3.BaseHTTPResponse:
+    headers = urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}") if auth else None
     with urllib3.HTTPConnectionPool(
         host, port, timeout=urllib3.Timeout(total=timeout_s), retries=False, maxsize=1
     ) as pool:
         if fields is None:
-            return pool.request(method, path)
-        return pool.request(method, path, fields=fields, encode_multipart=False)
+            return pool.request(method, path, headers=headers)
+        return pool.request(
+            method, path, fields=fields, encode_multipart=False, headers=headers
+        )
 
 
-def _create_database(settings: StackSettings, deadline: float) -> None:
-    name = settings.database
-    if not name:
-        raise StackError("the database name must not be empty")
-    ident = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    timeout = max(deadline - time.monotonic(), 1.0)
+def _influx_admin_query(settings: StackSettings, q: str, deadline: float) -> str | None:
+    """Run q as the admin (if auth is on); the error text InfluxDB gave, or None."""
     try:
         response = _influx_request(
             settings.host,
             settings.influx_port,
             "POST",
             "/query",
-            fields={"q": f"CREATE DATABASE {ident}"},
-            timeout_s=timeout,
+            fields={"q": q},
+            timeout_s=max(deadline - time.monotonic(), 1.0),
+            auth=settings.influx_admin,
         )
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise StackError(f"cannot create database {name!r}: {exc}") from exc
+        return str(exc)
     body = response.data.decode(errors="replace")
     error: Any = None
     try:
@@ -681,6 +719,33 @@ def _create_database(settings: StackSettings, deadline: float) -> None:
     except (ValueError, AttributeError):
         error = body
     if response.status != 200 or error:
-        raise StackError(
-            f"cannot create database {name!r}: HTTP {response.status}: {error or body}"
+        return f"HTTP {response.status}: {error or body}"
+    return None
+
+
+def _create_database(settings: StackSettings, deadline: float) -> None:
+    name = settings.database
+    if not name:
+        raise StackError("the database name must not be empty")
+    if settings.influx_admin is not None:
+        user, password = settings.influx_admin
+        # Allowed without credentials while no user exists; later starts find it there.
+        error = _influx_admin_query(
+            settings,
+            f"CREATE USER {_influx_ident(user)} WITH PASSWORD {_influx_string(password)} "
+            "WITH ALL PRIVILEGES",
+            deadline,
         )
+        if error is not None and "already exists" not in error:
+            raise StackError(f"cannot create the InfluxDB admin user {user!r}: {error}")
+    error = _influx_admin_query(settings, f"CREATE DATABASE {_influx_ident(name)}", deadline)
+    if error is not None:
+        raise StackError(f"cannot create database {name!r}: {error}")
+
+
+def _influx_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _influx_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
