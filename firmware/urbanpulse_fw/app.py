@@ -1,54 +1,47 @@
 # Entry point: read the config, count the boot, run the main loop, reset on a fatal error.
 #
-# Modules are imported in this order on purpose: MicroPython compiles a module from source in
-# one go, and on a 64 KiB heap the config validator (needed once) is compiled, used and
-# unloaded before the main loop's modules are brought in.
+# Modules are imported in this order on purpose: what is needed only at start (startup.py,
+# config.py, the sensors' builder) is loaded, used and unloaded before the main loop's modules
+# are brought in, and each module is loaded after a collection (a 64 KiB heap is small).
 import gc
 import sys
 import time
-
-
-def _unload(name):
-    # Forget a module needed only at start, so that its code does not hold heap for good.
-    sys.modules.pop("urbanpulse_fw." + name, None)
-    p = sys.modules.get("urbanpulse_fw")
-    if p is not None and hasattr(p, name):
-        delattr(p, name)
-
-
-def start(path="config.json"):
-    """(validated config dict, boot number); exits with a message on a bad config."""
-    from urbanpulse_fw import bootcount, config
-
-    try:
-        cfg = config.load(path)
-    except config.ConfigError as e:
-        print("urbanpulse: %s" % e)
-        sys.exit(2)
-    boot = bootcount.bump()
-    _unload("config")
-    _unload("bootcount")
-    gc.collect()
-    return cfg, boot
-
 
 # The main loop's modules, imported one by one with a collection before each: compiling
 # from source needs several KiB for a moment, and on a 64 KiB heap it only fits when the
 # compiler's garbage of the previous module is gone (the order was measured to fit best).
 _MODULES = ("telemetry", "mqtt_codec", "mqtt_conn", "mqtt_session", "mqtt", "sim.base",
-            "clock", "uplink", "hw", "mainloop")
+            "clock", "uplink", "hw", "cmd", "mainloop")
 
 
 def main(path="config.json"):
-    cfg, boot = start(path)
+    from urbanpulse_fw import clock, hw, startup
+
+    cfg, boot, errors, trial = startup.start(path)
+    if cfg["clock_start_ms"] >= 0:
+        clock.emulate(cfg["clock_scale"], cfg["clock_start_ms"])
+    cause, wdt = startup.hardware(cfg)
+    objs = startup.build_sensors(cfg, errors)
+    del startup
+    hw.unload("startup")
     for name in _MODULES:
         gc.collect()
         __import__("urbanpulse_fw." + name)
-    from urbanpulse_fw import hw, mainloop
+    if cfg["wake_s"]:
+        gc.collect()
+        __import__("urbanpulse_fw.deepsleep")  # before the heap fills up
+    from urbanpulse_fw import mainloop
 
-    loop = mainloop.MainLoop(cfg, boot)
+    loop = mainloop.MainLoop(cfg, boot, objs, errors, cause, wdt)
+    if trial:
+        loop.trial = time.ticks_add(clock.ticks(), int(cfg["rollback_s"] * 1000) * clock.SCALE)
     try:
-        loop.run()
+        if cfg["wake_s"]:
+            from urbanpulse_fw import deepsleep
+
+            deepsleep.wake(loop)
+        else:
+            loop.run()
     except Exception as e:
         loop.log("fatal error, resetting")
         sys.print_exception(e)

@@ -17,12 +17,27 @@
 #  "sensors": [{"type": "sim", "kind": "air"}],   default: one simulated sensor of `kind`
 #  "seed": 1234}                         int; default derived from device_id
 #
+# "sensors" must be a non-empty list; its entries are checked by sensors.build() when the
+# board starts, and a bad entry does not stop the board: it is reported (console, health
+# "config_error") and the board still connects so that it can be fixed remotely.
+#
+# Resilience keys (optional): "max_flash_bytes" (flash spool for unsent samples, default
+# 262144 on a board, 0 = none on the host unless deep sleep), "health_interval_s" (default 300), "watchdog_s" (hardware watchdog
+# timeout, default 60 on a board, 0 = off on the host), "rollback_s" (a config set remotely must reach the broker
+# within this long or config.bak comes back, default 600), "led_pin" (status LED for
+# "identify", default 2 on a board), "battery": {"pin": 35, "ratio": 2.0} (ADC pin and
+# voltage divider ratio of a battery board, default null), "deep_sleep": {"wake_s": 300,
+# "publish_every": 6} (battery boards: sleep between samples; default null), and on the host
+# only "host_clock": {"scale": 720, "start_ms": null} (time runs `scale` times faster; a
+# null start leaves the clock unset until the NTP stand-in sets it).
+#
 # Optional keys: "max_messages" (int or null: stop cleanly after that many telemetry messages
 # were acknowledged; for tests), "utc_offset_h" (local time for the simulated daily patterns,
 # default 0), "max_buffer_bytes" (RAM budget for unsent samples; default: a share of the free
 # heap at start).
 # Unknown keys are errors, so a misspelt key cannot silently fall back to a default.
 import json
+import sys
 
 KINDS = ("air", "noise", "traffic", "parking", "streetlight", "water", "soil")
 
@@ -74,7 +89,9 @@ def validate(raw):
     """
     _obj(raw, "", ("device_id", "kind", "wifi", "mqtt", "sample_interval_s",
                    "publish_interval_s", "max_samples_per_message", "sensors", "seed",
-                   "max_messages", "utc_offset_h", "max_buffer_bytes"))
+                   "max_messages", "utc_offset_h", "max_buffer_bytes", "max_flash_bytes",
+                   "health_interval_s", "watchdog_s", "rollback_s", "led_pin", "battery",
+                   "deep_sleep", "host_clock"))
     dev = _get(raw, "device_id", "device_id", str)
     ok = 3 <= len(dev) <= 32 and "a" <= dev[0] <= "z"
     for x in dev:
@@ -117,20 +134,7 @@ def validate(raw):
     sensors = raw.get("sensors", [{"type": "sim", "kind": kind}])
     if type(sensors) is not list or not sensors:
         _fail("sensors", "must be a non-empty list")
-    c["sensors"] = []
-    for i, s in enumerate(sensors):
-        k = "sensors[%d]" % i
-        _obj(s, k, ("type", "kind"))
-        t = _get(s, "type", k + ".type", str)
-        if t != "sim":
-            _fail(k + ".type", "must be sim (the only sensor type so far), got %r" % t)
-        v = _get(s, "kind", k + ".kind", str)
-        if v not in KINDS:
-            _fail(k + ".kind", "must be one of %s, got %r" % (", ".join(KINDS), v))
-        if (t, v) in c["sensors"]:
-            # Two sensors of one kind would write the same keys twice into a sample.
-            _fail(k + ".kind", "duplicate kind %r" % v)
-        c["sensors"].append((t, v))
+    c["sensors"] = sensors
 
     h = 5381  # default seed: a hash of the device id
     for x in dev:
@@ -140,6 +144,45 @@ def validate(raw):
     c["utc_offset_h"] = _get(raw, "utc_offset_h", "utc_offset_h", float, 0, -12, 14)
     k = "max_buffer_bytes"
     c[k] = _get(raw, k, k, int, None, 1024, 1 << 24)
+    k = "max_flash_bytes"
+    # Default on a board and for deep sleep; on the host (fleet, tests) only when asked for:
+    # its code takes 3 KiB of a 64 KiB heap.
+    host = sys.platform in ("linux", "darwin") and raw.get("deep_sleep") is None
+    c[k] = _get(raw, k, k, int, 0 if host else 262144, 0, 1 << 26)
+    if 0 < c[k] < 4096:
+        _fail(k, "must be 0 (no flash spool) or at least 4096, got %r" % c[k])
+    c["health_interval_s"] = _get(raw, "health_interval_s", "health_interval_s", float, 300,
+                                  1, 86400)
+    # Default on a board; on the host (fleet, tests) only when asked for (its stand-in,
+    # host/hostwdt.py, runs a watcher process).
+    w = c["watchdog_s"] = _get(raw, "watchdog_s", "watchdog_s", int,
+                               0 if sys.platform in ("linux", "darwin") else 60, 0, 3600)
+    if 0 < w < (2 if sys.platform in ("linux", "darwin") else 20):
+        # A connect attempt may legitimately block for ~10 s (socket and CONNACK timeouts).
+        _fail("watchdog_s", "must be 0 (off) or 20..3600 (host: 2..), got %r" % w)
+    c["rollback_s"] = _get(raw, "rollback_s", "rollback_s", float, 600, 1, 86400)
+    c["led_pin"] = _get(raw, "led_pin", "led_pin", int, 2, 0, 48)
+    b = raw.get("battery")
+    c["battery_pin"] = c["battery_ratio"] = None
+    if b is not None:
+        _obj(b, "battery", ("pin", "ratio"))
+        c["battery_pin"] = _get(b, "pin", "battery.pin", int, ..., 0, 48)
+        c["battery_ratio"] = _get(b, "ratio", "battery.ratio", float, 2.0, 0.1, 100)
+    d = raw.get("deep_sleep")
+    c["wake_s"] = c["publish_every"] = None
+    if d is not None:
+        _obj(d, "deep_sleep", ("wake_s", "publish_every"))
+        c["wake_s"] = _get(d, "wake_s", "deep_sleep.wake_s", float, 300, 0.01, 86400)
+        c["publish_every"] = _get(d, "publish_every", "deep_sleep.publish_every", int, 6,
+                                  1, 10000)
+    h = raw.get("host_clock")
+    c["clock_scale"] = 1
+    c["clock_start_ms"] = -1  # -1: the port's own clock
+    if h is not None:
+        _obj(h, "host_clock", ("scale", "start_ms"))
+        c["clock_scale"] = _get(h, "scale", "host_clock.scale", int, 1, 1, 100000)
+        c["clock_start_ms"] = _get(h, "start_ms", "host_clock.start_ms", int, None, 0,
+                                   1 << 50) or 0
     return c
 
 

@@ -1,4 +1,5 @@
-# The hardware layer, kept tiny: WiFi, unique id, reset, free heap, clock sync.
+# The hardware layer, kept tiny: WiFi, unique id, reset, free heap, clock sync, watchdog,
+# reset cause, deep sleep, RTC memory, battery ADC, status LED.
 # On the ESP32 `network` and `machine` are the real ones; on the host `network` comes from
 # firmware/host/ (put on MICROPYPATH by the fleet and the tests, never copied to a board).
 import gc
@@ -49,16 +50,6 @@ def wifi_rssi():
         return None
 
 
-def unique_id():
-    """Hardware id as hex (the MAC on the ESP32)."""
-    if hasattr(machine, "unique_id"):
-        b = machine.unique_id()
-    else:
-        w = _sta()
-        b = w.config("mac") if w else b"\0" * 6
-    return "".join("%02x" % x for x in b)
-
-
 def free_heap():
     gc.collect()
     return gc.mem_free()
@@ -67,13 +58,35 @@ def free_heap():
 def reset():
     if ON_BOARD:
         machine.reset()
-    sys.exit(1)  # on the host the fleet decides whether to restart the board
+    with open("reset_cause", "w") as f:  # what the next start reports (host only)
+        f.write("soft")
+    sys.exit(3)  # hwmisc.EXIT_RESET: the fleet or the test starts the board again
+
+
+def unload(name):
+    """Forget a module loaded for a moment (its code would hold heap for good)."""
+    sys.modules.pop("urbanpulse_fw." + name, None)
+    p = sys.modules.get("urbanpulse_fw")
+    if p is not None and hasattr(p, name):
+        delattr(p, name)
+
+
+_led = None
+
+
+def led(pin, on):
+    """Switch the status LED (no-op where there is no GPIO, e.g. the host)."""
+    global _led
+    if not ON_BOARD or pin is None:
+        return
+    if _led is None:
+        _led = machine.Pin(pin, machine.Pin.OUT)
+    _led.value(1 if on else 0)
 
 
 def sync_time():
-    """Set the RTC from NTP (ESP32). True if it worked; the host clock is already right."""
-    if not ON_BOARD:
-        return True
+    """Set the clock from NTP; True if it worked. (On the host, firmware/host/ntptime.py
+    stands in: it sets the emulated clock of clock.emulate().)"""
     try:
         import ntptime
 

@@ -16,6 +16,7 @@ class Connection:
         self.skip = 0  # bytes of an oversized packet still to discard
         self.writing = False  # True while a packet is half written
         self.poller = None
+        self.rbuf = None  # type: bytearray | None
         self.sock = self._open(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1])
 
     def _open(self, sockaddr):
@@ -60,11 +61,23 @@ class Connection:
         self.writing = False
 
     def receive(self):
-        # Small reads: a fragmented heap may not have a big block free. (Not readinto: on a
-        # blocking socket it waits until the whole buffer is filled.)
-        b = self.sock.recv(256)
-        if not b:
+        # Into a buffer allocated once, then only the bytes that came are copied: a long
+        # running board's fragmented heap may not have a 256-byte block free for recv(256).
+        # Non-blocking for the read only (readinto would wait to fill the whole buffer).
+        if self.rbuf is None:
+            self.rbuf = bytearray(256)
+        s = self.sock
+        s.setblocking(False)
+        try:
+            n = s.readinto(self.rbuf)
+        finally:
+            s.setblocking(True)
+            s.settimeout(self.timeout_ms / 1000)
+        if n is None:
+            return  # nothing after all
+        if not n:
             raise ConnectionLost("connection closed by broker")
+        b = bytes(self.rbuf[:n])
         if self.skip:
             n = min(self.skip, len(b))
             self.skip -= n

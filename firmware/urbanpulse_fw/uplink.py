@@ -5,7 +5,15 @@ import time
 
 from urbanpulse_fw import FW_VERSION, hw, mqtt
 
+if False:  # for type checkers only: no typing module on the board
+    from typing import Any
+
 OFFLINE = b'{"state":"offline"}'
+
+
+def jitter(ms):
+    """ms plus up to 25 % at random."""
+    return ms + ms * os.urandom(1)[0] // 1024
 
 
 class Uplink:
@@ -23,21 +31,31 @@ class Uplink:
         self.next_connect = now
         self.next_wifi = time.ticks_add(now, 15000)
         self.backoff = 1000  # ms before the next connect attempt, doubled up to a minute
+        self.wifi_backoff = 15000  # ms before joining WiFi again, doubled up to 5 minutes
         self.wifi_up = False
+        self.clean = True  # False: the broker keeps our subscription and queues commands
+        self.on_connect = None  # type: Any  # called after every (re)connect
 
     def start(self):
         hw.wifi_connect(self.cfg["wifi_ssid"], self.cfg["wifi_password"])
 
-    def check(self, now):
-        """Follow WiFi and, when it is up, (re)connect MQTT when due. True if connected."""
+    def check(self, _now=None):
+        """Follow WiFi and, when it is up, (re)connect MQTT when due. True if connected.
+        (Real time throughout: network timeouts do not follow a host's sped-up clock.)"""
+        now = time.ticks_ms()
         state = hw.wifi_isconnected()
         if state != self.wifi_up:
             self.wifi_up = state
             self.log("wifi %s" % ("connected, rssi %s" % hw.wifi_rssi() if state else "lost"))
-            if not state:
+            if state:
+                self.wifi_backoff = 15000
+            else:
                 self.client.close()
         if not state and time.ticks_diff(now, self.next_wifi) >= 0:
-            self.next_wifi = time.ticks_add(now, 15000)
+            # Exponential backoff with jitter: a street of boards after a power cut does not
+            # hammer the access point in step.
+            self.next_wifi = time.ticks_add(now, jitter(self.wifi_backoff))
+            self.wifi_backoff = min(self.wifi_backoff * 2, 300000)
             self.start()
         if state and not self.client.connected and time.ticks_diff(now, self.next_connect) >= 0:
             self.connect()
@@ -47,9 +65,9 @@ class Uplink:
         cfg = self.cfg
         host = "%s:%d" % (cfg["mqtt_host"], cfg["mqtt_port"])
         try:
-            self.client.connect()
+            self.client.connect(self.clean)
         except (OSError, mqtt.MQTTError) as e:
-            n = self.backoff + self.backoff * os.urandom(1)[0] // 1024  # + up to 25 % jitter
+            n = jitter(self.backoff)
             self.log("mqtt connect to %s failed: %s; retry in %d ms" % (host, e, n))
             self.next_connect = time.ticks_add(time.ticks_ms(), n)
             self.backoff = min(self.backoff * 2, 60000)
@@ -58,6 +76,11 @@ class Uplink:
         self.log("mqtt connected to %s (%s)" % (host, self.stats()))
         status = '{"state":"online","fw":"%s","boot":%d}' % (FW_VERSION, self.boot)
         self.client.publish(self.topic + "status", status.encode(), 1, True)
+        if self.on_connect:
+            try:
+                self.on_connect()
+            except mqtt.MQTTError as e:
+                self.log("mqtt: %s" % e)
 
     def wait(self, ms):
         """Let up to ms pass: serving MQTT when connected, asleep otherwise (never spinning)."""
@@ -67,7 +90,7 @@ class Uplink:
                 c.poll(max(0, ms))
             except mqtt.ConnectionLost as e:
                 self.log("mqtt connection lost: %s" % e)
-                self.next_connect = time.ticks_add(time.ticks_ms(), self.backoff)
+                self.next_connect = time.ticks_add(time.ticks_ms(), jitter(self.backoff))
             return
         if self.wifi_up:
             ms = min(ms, time.ticks_diff(self.next_connect, time.ticks_ms()))

@@ -44,9 +44,11 @@ def mpy_cross_binary() -> str:
 
 def _compile(mpy_cross: str, source: Path, target: Path, root: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    # -s keeps the path relative, so tracebacks on the board name the module's file.
+    # -s keeps the path relative, so tracebacks on the board name the module's file; -O3
+    # leaves out line numbers and asserts: about 1.3 KiB more heap for a 64 KiB board.
     result = subprocess.run(
-        [mpy_cross, "-s", str(source.relative_to(root)), "-o", str(target), str(source)],
+        [mpy_cross, "-O3", "-s", str(source.relative_to(root)), "-o", str(target),
+         str(source)],
         capture_output=True,
         text=True,
         check=False,

@@ -70,7 +70,8 @@ def season(day):
 
 class Sensor:
     """A kind's module subclasses this as `Sensor`, with setup() for its own state and
-    read(t) returning (field, value) pairs for a sample taken at t (Unix ms)."""
+    read(t) returning (field, value) pairs for a sample taken at t (Unix ms). It has the
+    drivers' interface (sensors.py sets .name and .interval_ms); it never fails."""
 
     def __init__(self, seed, interval_s, offset=0):
         self.rng = Rng(seed)
@@ -79,7 +80,14 @@ class Sensor:
         self.last = None
         self.setup()
 
+    fault = None
+    name = "sim"
+    interval_ms = 5000
+
     def setup(self):
+        pass
+
+    def poll(self, now):
         pass
 
     def step(self, t):

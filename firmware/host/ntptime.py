@@ -1,0 +1,19 @@
+# Host stand-in for MicroPython's `ntptime` (never copied to a board). The host's clock is
+# right already; with an emulated clock (config "host_clock", urbanpulse_fw/clock.py) that
+# starts unset, settime() sets it to the real time, as NTP would set an ESP32's RTC. Files in
+# the board's folder emulate failures (tests): `ntp_down` an unreachable server (OSError),
+# `ntp_hang` a call that never returns (what the watchdog is for).
+import os
+import time
+
+
+def settime():
+    names = os.listdir()
+    while "ntp_hang" in names:
+        time.sleep_ms(100)
+    if "ntp_down" in names:
+        raise OSError("ETIMEDOUT")
+    from urbanpulse_fw import clock
+
+    if clock.emulated() and not clock.is_valid(clock.now_ms()):
+        clock.set_ms(time.time_ns() // 1000000)

@@ -1,0 +1,48 @@
+# The machine-API objects the drivers talk to: on the ESP32 from `machine`, on a PC (the unix
+# port's machine has no I2C/UART/Pin/ADC) from firmware/host/hostbus.py, which emulates the
+# chips at the bus level. `chip` tells the host which chip to emulate on a UART or pin; the
+# ESP32 ignores it.
+import sys
+
+HOST = sys.platform in ("linux", "darwin")
+m = __import__("hostbus" if HOST else "machine")
+
+_i2c = {}  # type: dict[int, object]  # one I2C object per bus, shared by its chips
+
+
+def i2c(c):
+    b = _i2c.get(c["bus"])
+    if b is None:
+        b = _i2c[c["bus"]] = m.I2C(c["bus"], scl=m.Pin(c["scl"]), sda=m.Pin(c["sda"]),
+                                   freq=100000)
+    return b
+
+
+def uart(c, chip, baud=9600):
+    if HOST:
+        return m.UART(c["bus"], baud, tx=c["tx"], rx=c["rx"], chip=chip)
+    return m.UART(c["bus"], baudrate=baud, tx=c["tx"], rx=c["rx"], timeout=0)
+
+
+def pin_in(n, pull_up, chip):
+    p = m.Pin.PULL_UP if pull_up else None
+    if HOST:
+        return m.Pin(n, m.Pin.IN, p, chip=chip)
+    return m.Pin(n, m.Pin.IN, p)
+
+
+def pin_out(n, chip):
+    if HOST:
+        return m.Pin(n, m.Pin.OUT, chip=chip)
+    return m.Pin(n, m.Pin.OUT, value=0)
+
+
+def adc(n, chip):
+    # 11 dB attenuation: the whole 0..3.3 V range (read_uv() is calibrated on the ESP32).
+    if HOST:
+        return m.ADC(m.Pin(n), chip=chip)
+    return m.ADC(m.Pin(n), atten=m.ADC.ATTN_11DB)
+
+
+def irq_trigger(rising):
+    return m.Pin.IRQ_RISING if rising else m.Pin.IRQ_FALLING

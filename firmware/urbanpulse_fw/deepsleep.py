@@ -1,0 +1,76 @@
+# Battery boards (config "deep_sleep": {"wake_s": 300, "publish_every": 6}): every start is a
+# wake-up. Take one sample, append it to the flash spool, and on every publish_every-th wake
+# (and the first after power-on) connect, set the clock, publish the spool oldest first, the
+# health report and answer queued commands (a persistent MQTT session keeps them while the
+# board sleeps); then deep sleep for wake_s. The wake counter lives in RTC memory (a file on
+# the host, where deep sleep is an exit with hwmisc.EXIT_DEEPSLEEP that the fleet/test
+# restarts).
+import sys
+import time
+
+from urbanpulse_fw import clock, hw
+
+WINDOW_MS = 30000  # how long a publishing wake may stay up (real ms)
+
+
+def _count():
+    # The wake counter, bumped; hwmisc is loaded for the moment only (RAM).
+    from urbanpulse_fw import hwmisc
+
+    try:
+        n = int(hwmisc.rtc_memory() or b"0")
+    except ValueError:
+        n = 0
+    hwmisc.rtc_memory(b"%d" % (n + 1))
+    hw.unload("hwmisc")
+    return n
+
+
+def _sleep(ms):
+    # hwmisc.deepsleep() without loading hwmisc: after a publishing wake the heap is full.
+    if hw.ON_BOARD:
+        import machine
+
+        machine.deepsleep(ms)
+    with open("deepsleep_ms", "w") as f:
+        f.write("%d" % ms)
+    with open("reset_cause", "w") as f:
+        f.write("deepsleep")
+    sys.exit(4)  # hwmisc.EXIT_DEEPSLEEP
+
+
+def wake(loop):
+    n = _count()
+    ob = loop.outbox
+    cfg = loop.cfg
+    now = clock.ticks()
+    for s in loop.sensors:
+        s.poll(now)
+    t = clock.now_ms()
+    fields = []  # type: list
+    for s in loop.sensors:
+        fields.extend(s.read(t))
+    if fields:
+        if clock.is_valid(t):
+            loop.sample(now, t, fields)
+        else:
+            ob.dropped += 1  # no time and no RAM across deep sleep to stamp it later
+            loop.log("clock not set: sample dropped")
+    ob.spill()
+    if n % cfg["publish_every"] == 0:
+        loop.log("wake %d: publishing %d samples" % (n, ob.held()))
+        loop.up.clean = False  # the broker keeps commands for us while we sleep
+        for i in range(len(loop.due)):
+            loop.due[i] = time.ticks_add(now, 1 << 28)  # no sampling while awake
+        loop.flushing = True
+        loop.up.start()
+        end = time.ticks_add(time.ticks_ms(), WINDOW_MS)
+        while time.ticks_diff(end, time.ticks_ms()) > 0:
+            loop.step()
+            if loop.up.client.connected and not ob.held() and not ob.msg and \
+                    loop.health_pid and not loop.up.client.inflight():
+                loop.up.wait(300)  # a moment for queued commands
+                if not loop.up.client.inflight():
+                    break
+        loop.stop()
+    _sleep(int(cfg["wake_s"] * 1000))

@@ -1,0 +1,90 @@
+# Parking bay sensor: a QMC5883L magnetometer (I2C 0x0D) under the bay. A car's steel bends
+# the earth's field; the bay is occupied while the disturbance from the empty-bay baseline
+# stays above a threshold. Hysteresis: a lower release threshold, and a state changes only
+# after the new condition held for dwell_s, so a car driving past does not flip it.
+import math
+import time
+
+from urbanpulse_fw.drivers import base
+
+STALE_MS = 5000
+
+
+def _s16(b, i):
+    v = b[i] | b[i + 1] << 8
+    return v - 65536 if v & 0x8000 else v
+
+
+class Sensor(base.Sensor):
+    def __init__(self, name, interval_ms, i2c, addr, threshold, dwell_s, baseline=None):
+        super().__init__(name, interval_ms)
+        self.i2c = i2c
+        self.addr = addr
+        self.thr = threshold
+        self.dwell = int(dwell_s * 1000)
+        self.base = baseline  # learnt from the first reading when not configured
+        self.occ = False
+        self.since = None  # when the opposite condition started
+        self.at = self.next = time.ticks_ms()
+        self.got = False
+        self.dev = 0.0
+
+    def setup(self):
+        i2c, a = self.i2c, self.addr
+        if i2c.readfrom_mem(a, 0x0D, 1)[0] != 0xFF:
+            return "chip_id"
+        i2c.writeto_mem(a, 0x0B, b"\x01")  # SET/RESET period, as the datasheet recommends
+        i2c.writeto_mem(a, 0x09, b"\x1d")  # continuous, 200 Hz, 8 gauss, oversampling 512
+        self.ready = True
+        return None
+
+    def tick(self, now):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self.next) < 0:
+            return
+        self.next = time.ticks_add(now, 250)
+        if not self.ready:
+            self.err = self.setup()
+            self.at = now
+            return
+        i2c, a = self.i2c, self.addr
+        st = i2c.readfrom_mem(a, 0x06, 1)[0]
+        if not st & 1:
+            # No new data (200 per second when measuring): after 2 s it lost its settings
+            # (a brown-out of the chip alone), so set it up again.
+            if time.ticks_diff(now, self.at) > 2000:
+                self.ready = False
+            return
+        d = i2c.readfrom_mem(a, 0x00, 6)
+        if st & 2:
+            return  # overflow: field beyond the range, not a valid reading
+        v = (_s16(d, 0), _s16(d, 2), _s16(d, 4))
+        self.at = now
+        self.dead = False
+        self.got = True
+        b = self.base
+        if b is None:
+            b = self.base = list(v)
+        dev = self.dev = math.sqrt((v[0] - b[0]) ** 2 + (v[1] - b[1]) ** 2 + (v[2] - b[2]) ** 2)
+        want = dev > (self.thr * 0.6 if self.occ else self.thr)
+        if want == self.occ:
+            self.since = None
+            if not want and dev < self.thr / 3:
+                for i in range(3):  # follow the slow drift of an empty bay (temperature)
+                    b[i] += (v[i] - b[i]) / 256
+        elif self.since is None:
+            self.since = now
+        elif time.ticks_diff(now, self.since) >= self.dwell:
+            self.occ = want
+            self.since = None
+
+    def sample(self, t):
+        self.tick(0)
+        if not self.ready:
+            return self.err or "timeout"  # to be set up again at the next poll
+        if self.dead or time.ticks_diff(time.ticks_ms(), self.at) > STALE_MS:
+            self.dead = True  # until a reading comes: no wrap of ticks makes it look fresh
+            return "timeout"
+        if not self.got:
+            return []  # just set up: the first reading comes at the next poll
+        return [("occupied", self.occ)]

@@ -1,0 +1,85 @@
+# Streetlight: the lamp's relay on an output pin, switched from dusk to dawn by the sun's
+# position at the post (or by a remote command until the next dusk or dawn), and an optional
+# PZEM-004T meter for power and energy. lamp_on is the relay's state; power near zero while
+# it is on is what the gateway's KPI flags as a broken lamp.
+import math
+import time
+
+from urbanpulse_fw import clock
+from urbanpulse_fw.drivers import base
+
+RAD = math.pi / 180
+
+
+def sun_altitude(t, lat, lon):
+    """Solar altitude in degrees at Unix ms t (low-precision almanac: within ~0.5 degree)."""
+    d = (t - 946728000000) / 86400000  # days since J2000.0 (2000-01-01 12:00 UTC)
+    g = (357.529 + 0.98560028 * d) % 360 * RAD
+    q = (280.459 + 0.98564736 * d) % 360
+    lam = (q + 1.915 * math.sin(g) + 0.020 * math.sin(2 * g)) * RAD
+    e = (23.439 - 0.00000036 * d) * RAD
+    ra = math.atan2(math.cos(e) * math.sin(lam), math.cos(lam)) / RAD
+    dec = math.asin(math.sin(e) * math.sin(lam))
+    # Whole days and the fraction apart: single-precision floats on the ESP32.
+    days = (t - 946728000000) // 86400000
+    frac = (t - 946728000000) % 86400000 / 86400000
+    gmst = (18.697374558 + 0.06570982441908 * days + 24.06570982441908 * frac) % 24
+    h = (gmst * 15 + lon - ra) * RAD
+    la = lat * RAD
+    s = math.sin(la) * math.sin(dec) + math.cos(la) * math.cos(dec) * math.cos(h)
+    return math.asin(max(-1.0, min(1.0, s))) / RAD
+
+
+class Sensor(base.Sensor):
+    def __init__(self, name, interval_ms, relay, meter=None, lat=52.37, lon=4.9, auto=True):
+        super().__init__(name, interval_ms)
+        self.relay = relay
+        self.meter = meter
+        self.lat = lat
+        self.lon = lon
+        self.auto = auto
+        self.night = None  # the schedule's last decision
+        self.manual = None  # a remote command's decision, until the schedule changes
+        self.next = time.ticks_ms()
+        self.values = None  # the meter's last reading, all of it (volts, amps, ...)
+        relay.value(0)
+
+    def set_lamp(self, on):
+        """Switch the lamp now (True/False); None goes back to the schedule."""
+        self.manual = on
+        self.apply()
+
+    def apply(self):
+        on = self.manual if self.manual is not None else bool(self.night)
+        self.relay.value(1 if on else 0)
+
+    def tick(self, now):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self.next) < 0:
+            return
+        self.next = time.ticks_add(now, 30000)
+        t = clock.now_ms()
+        if self.auto and clock.is_valid(t):
+            # On a little after sunset (sun 3 degrees below the horizon) until before sunrise.
+            night = sun_altitude(t, self.lat, self.lon) < -3
+            if night != self.night:
+                self.night = night
+                self.manual = None
+        self.apply()
+
+    def sample(self, t):
+        self.next = time.ticks_ms()
+        self.tick(0)
+        out = [("lamp_on", self.relay.value() == 1)]
+        if self.meter is None:
+            return out
+        m = self.meter.read()
+        if type(m) is str:
+            # The relay state is still known: report it, and the meter's fault.
+            self.fault = m
+            return out
+        self.values = m
+        if m[2] > 5000:
+            self.fault = "range"
+            return out
+        return out + [("power", m[2]), ("energy", m[3])]

@@ -1,0 +1,87 @@
+# Sensirion SCD41 CO2 sensor on I2C (0x62), periodic mode: a new measurement every 5 s. Per
+# its datasheet: 16-bit big-endian commands, answers in 16-bit words each followed by a CRC-8
+# (polynomial 0x31, init 0xFF). CO2 in ppm; temperature = -45 + 175 * w / 65535,
+# humidity = 100 * w / 65535.
+import time
+
+from urbanpulse_fw.drivers import base, crc
+
+STALE_MS = 15000  # three periods without a new measurement: the sensor stopped
+
+
+class Sensor(base.Sensor):
+    def __init__(self, name, interval_ms, i2c, addr, th=False):
+        super().__init__(name, interval_ms)
+        self.i2c = i2c
+        self.addr = addr
+        self.th = th
+        self.m = None  # (co2, temperature, humidity)
+        self.at = self.next = time.ticks_ms()
+        self.bad = False
+
+    def cmd(self, c, wait_ms=1):
+        self.i2c.writeto(self.addr, bytes((c >> 8, c & 255)))
+        time.sleep_ms(wait_ms)
+
+    def words(self, c, n):
+        self.cmd(c)
+        b = self.i2c.readfrom(self.addr, 3 * n)
+        out = []
+        for i in range(0, 3 * n, 3):
+            if crc.crc8_sensirion(b[i:i + 2]) != b[i + 2]:
+                return None
+            out.append(b[i] << 8 | b[i + 1])
+        return out
+
+    def setup(self):
+        # It may still be measuring from before a soft reset of the ESP32: stop first (the
+        # sensor takes 500 ms), then start periodic measurement.
+        self.cmd(0x3F86, 500)
+        self.cmd(0x21B1)
+        self.ready = True
+        self.err = None
+        self.at = time.ticks_ms()
+
+    def tick(self, now):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self.next) < 0:
+            return
+        self.next = time.ticks_add(now, 1000)  # ask once a second
+        if not self.ready:
+            self.setup()
+            return
+        w = self.words(0xE4B8, 1)  # get_data_ready_status
+        if w is None:
+            self.bad = True
+            return
+        if w[0] & 0x07FF:
+            w = self.words(0xEC05, 3)  # read_measurement
+            if w is None:
+                self.bad = True
+                return
+            self.bad = False
+            self.m = (w[0], -45 + 175 * w[1] / 65535, 100 * w[2] / 65535)
+            self.at = now
+            self.dead = False
+
+    def sample(self, t):
+        self.tick(0)
+        if not self.ready:
+            return self.err or "timeout"  # to be set up again at the next poll
+        if self.bad:
+            return "checksum"
+        if self.dead or time.ticks_diff(time.ticks_ms(), self.at) > STALE_MS:
+            self.m = None
+            self.dead = True  # until a measurement comes: no wrap of ticks makes it look fresh
+            if time.ticks_diff(time.ticks_ms(), self.at) > STALE_MS:
+                # Power cut of the sensor alone: it is idle again. Start it anew.
+                self.ready = False
+            return "timeout"
+        m = self.m
+        if m is None:
+            return []  # the first measurement comes 5 s after the start
+        if not 0 < m[0] <= 40000:
+            return "range"
+        if self.th:
+            return [("co2", m[0]), ("temperature", round(m[1], 2)), ("humidity", round(m[2], 1))]
+        return [("co2", m[0])]

@@ -1,0 +1,68 @@
+# Ultrasonic distance sensor looking down at the river (A02YYUW, or a JSN-SR04T in mode 1) on
+# a UART (9600 8N1). It sends a 4-byte frame every ~100 ms: FF, distance high, distance low
+# (mm), sum = (FF + high + low) & FF. The level is the mounting height minus the median of
+# the last pings, so a bird or a splash (one wild ping) does not move it.
+import time
+
+from urbanpulse_fw.drivers import base
+
+STALE_MS = 3000
+
+
+class Sensor(base.Sensor):
+    def __init__(self, name, interval_ms, uart, mount_cm, pings=5):
+        super().__init__(name, interval_ms)
+        self.uart = uart
+        self.mount = mount_cm
+        self.n = pings
+        self.mm = []  # the last pings, distance in mm, oldest first
+        self.buf = b""
+        self.at = self.heard = time.ticks_ms()
+        self.bad = None  # why the last frame was refused
+
+    def tick(self, now):
+        n = self.uart.any()
+        if not n:
+            return
+        b = self.buf + (self.uart.read(n) or b"")
+        i = 0
+        while i + 4 <= len(b):
+            if b[i] != 0xFF:
+                i += 1
+                continue
+            self.heard = time.ticks_ms()
+            self.dead = False
+            if (0xFF + b[i + 1] + b[i + 2]) & 0xFF != b[i + 3]:
+                self.bad = "checksum"
+                i += 1
+                continue
+            d = b[i + 1] << 8 | b[i + 2]
+            i += 4
+            if not 30 <= d <= 7500:
+                self.bad = "range"  # blind zone or no echo
+                continue
+            self.bad = None
+            self.mm.append(d)
+            if len(self.mm) > self.n:
+                self.mm.pop(0)
+            self.at = time.ticks_ms()
+        self.buf = b[i:]
+
+    def sample(self, t):
+        self.tick(0)
+        now = time.ticks_ms()
+        if self.dead or time.ticks_diff(now, self.heard) > STALE_MS:
+            self.mm = []
+            self.dead = True  # until a frame comes: no wrap of ticks makes it look fresh
+            return "timeout"  # silence on the line
+        if self.bad:
+            return self.bad  # the latest frame was corrupt or out of range
+        if time.ticks_diff(now, self.at) > STALE_MS:
+            self.mm = []
+            return "timeout"
+        if not self.mm:
+            return []  # just started
+        s = sorted(self.mm)
+        k = len(s)
+        med = s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
+        return [("water_level", round(self.mount - med / 10, 1))]

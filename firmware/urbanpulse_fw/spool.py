@@ -1,0 +1,180 @@
+# Samples waiting in flash: what the RAM outbox cannot hold while the broker is away, and what
+# a reboot or a deep sleep must not lose. Bounded by max_bytes; when full, the oldest samples
+# go and are counted (health "dropped").
+#
+# Layout (in the folder `spool/`): numbered segment files, oldest first, each about max_bytes/8;
+# one record per line: the sample's JSON, "*", its CRC-32 in 8 hex digits, "\n". A record cut
+# short by a power cut fails its CRC and is skipped (counted as dropped), and after a (re)boot
+# appends always start a new segment, so a torn tail never runs into a good record. Whole
+# segments are deleted once sent, or dropped when the spool is full. `spool/pos` holds how far
+# the oldest segment has been acknowledged (written to a temporary file, then renamed), so a
+# reboot does not send it again.
+import binascii
+import os
+
+
+def _crc(b):
+    return b"%08x" % (binascii.crc32(b) & 0xFFFFFFFF)
+
+
+def _valid(line):
+    # JSON object, "*", 8 hex digits, "\n": anything else is a torn or corrupt record.
+    return (len(line) > 12 and line[-10] == 42 and line[-1] == 10 and line[0] == 123
+            and _crc(line[:-10]) == line[-9:-1])
+
+
+def replace(path, text):
+    """Write a small file atomically: a temporary file renamed over the old one."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    try:
+        os.rename(path + ".tmp", path)
+    except OSError:  # FAT cannot rename over an existing file
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        os.rename(path + ".tmp", path)
+
+
+class Spool:
+    def __init__(self, path="spool", max_bytes=262144):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.seg_bytes = max(1024, max_bytes // 8)
+        self.segs = []  # type: list  # [number, size in bytes, records not yet acked]
+        self.pos = 0  # bytes of the oldest segment already acknowledged
+        self.count = 0  # records held
+        self.nbytes = 0
+        self.dropped = 0
+        self.tail_open = False  # False: the next append starts a new segment
+        self.inflight = None  # type: tuple | None  # (segment, end offset, records, bad)
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass
+        self._load()
+
+    def _file(self, n):
+        return "%s/%d" % (self.path, n)
+
+    def _load(self):
+        nums = []
+        for name in os.listdir(self.path):
+            if name.isdigit():
+                nums.append(int(name))
+        nums.sort()
+        pos = (0, 0)
+        try:
+            with open(self.path + "/pos") as f:
+                x = f.read().split()
+                pos = (int(x[0]), int(x[1]))
+        except (OSError, ValueError, IndexError):
+            pass
+        for n in nums:
+            start = pos[1] if n == pos[0] and not self.segs else 0
+            size = os.stat(self._file(n))[6]
+            k = 0
+            with open(self._file(n), "rb") as f:
+                f.seek(start)
+                while True:
+                    line = f.readline()
+                    if not line:
+                        break
+                    if _valid(line):
+                        k += 1
+            if not self.segs:
+                self.pos = start
+            self.segs.append([n, size, k])
+            self.count += k
+            self.nbytes += size
+
+    def append(self, samples):
+        """Write encoded samples (an iterable of JSON bytes), oldest first."""
+        f = None
+        try:
+            for s in samples:
+                if f is None or not self.tail_open or self.segs[-1][1] >= self.seg_bytes:
+                    if f is not None:
+                        f.close()
+                    if not self.tail_open or not self.segs or \
+                            self.segs[-1][1] >= self.seg_bytes:
+                        n = self.segs[-1][0] + 1 if self.segs else 1
+                        self.segs.append([n, 0, 0])
+                        self.tail_open = True
+                    f = open(self._file(self.segs[-1][0]), "ab")
+                f.write(s)
+                f.write(b"*" + _crc(s) + b"\n")
+                seg = self.segs[-1]
+                seg[1] += len(s) + 10
+                seg[2] += 1
+                self.nbytes += len(s) + 10
+                self.count += 1
+        finally:
+            if f is not None:
+                f.close()
+        while self.nbytes > self.max_bytes and len(self.segs) > 1:
+            self._drop_oldest()
+
+    def _drop_oldest(self):
+        n, size, k = self.segs.pop(0)
+        sent = 0
+        if self.inflight is not None and self.inflight[0] == n:
+            sent = self.inflight[2]  # in RAM in the message in flight: not lost
+            self.inflight = None
+        self.dropped += k - sent
+        self.count -= k
+        self.nbytes -= size
+        self.pos = 0
+        self._remove(n)
+
+    def _remove(self, n):
+        try:
+            os.remove(self._file(n))
+        except OSError:
+            pass
+
+    def read(self, n):
+        """Up to n of the oldest records not yet acknowledged (a list of JSON bytes); remembers
+        where they end for ack(). Empty when the spool is empty."""
+        out = []  # type: list
+        while self.segs and not out:
+            seg = self.segs[0]
+            bad = 0
+            with open(self._file(seg[0]), "rb") as f:
+                f.seek(self.pos)
+                end = self.pos
+                while len(out) < n and end < seg[1]:
+                    line = f.readline()
+                    if not line:
+                        break
+                    end += len(line)
+                    if _valid(line):
+                        out.append(line[:-10])
+                    else:
+                        bad += 1
+            self.inflight = (seg[0], end, len(out), bad)
+            if not out:
+                self.ack()  # only torn records left in this segment: skip them
+        return out
+
+    def ack(self):
+        """The records of the last read() are delivered: forget them (in flash too)."""
+        m = self.inflight
+        self.inflight = None
+        if m is None or not self.segs or self.segs[0][0] != m[0]:
+            return  # that segment was dropped meanwhile (and counted then)
+        seg = self.segs[0]
+        seg[2] -= m[2]
+        self.count -= m[2]
+        self.dropped += m[3]
+        if m[1] >= seg[1] and (len(self.segs) > 1 or not self.tail_open or seg[2] <= 0):
+            self.segs.pop(0)
+            self.nbytes -= seg[1]
+            self.pos = 0
+            if not self.segs:
+                self.tail_open = False
+            self._remove(seg[0])
+        else:
+            self.pos = m[1]
+        replace(self.path + "/pos", "%d %d\n" % (self.segs[0][0] if self.segs else 0, self.pos))

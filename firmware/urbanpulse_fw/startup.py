@@ -1,0 +1,73 @@
+# What runs once at start, then is unloaded (RAM): config (with remote updates and rollback,
+# cfgtrial.py), boot counter, reset cause, watchdog, sensors. app.py keeps only the main flow.
+import gc
+import os
+import sys
+
+from urbanpulse_fw.hw import unload as _unload
+
+
+def _trial(path, errors):
+    from urbanpulse_fw import cfgtrial
+
+    cfgtrial.apply_new(path)
+    trial = cfgtrial.starts()
+    if trial is not None and trial > cfgtrial.MAX_STARTS:
+        print("urbanpulse: new config failed %d starts: back to config.bak" % (trial - 1))
+        cfgtrial.rollback(path)
+        errors.append("config rolled back after %d failed starts" % (trial - 1))
+        trial = None
+    _unload("cfgtrial")
+    return trial
+
+
+def start(path="config.json"):
+    """(validated config dict, boot number, config problems, on trial); exits with a message
+    on a bad config (unless config.bak, the last good one, can stand in)."""
+    errors = []  # type: list
+    trial = None
+    names = os.listdir()
+    if "config.new" in names or "config.trial" in names:
+        trial = _trial(path, errors)
+    from urbanpulse_fw import bootcount, config
+
+    try:
+        cfg = config.load(path)
+    except config.ConfigError as e:
+        print("urbanpulse: %s" % e)
+        try:
+            cfg = config.load("config.bak")
+        except config.ConfigError:
+            sys.exit(2)
+        print("urbanpulse: running with config.bak")
+        errors.append(str(e))
+    boot = bootcount.bump()
+    _unload("config")
+    _unload("bootcount")
+    gc.collect()
+    return cfg, boot, errors, trial is not None
+
+
+def hardware(cfg):
+    from urbanpulse_fw import hwmisc
+
+    cause = hwmisc.reset_cause()
+    cfg["uid"] = hwmisc.unique_id()
+    # The watchdog runs from here on; the main loop feeds it after every pass.
+    wdt = hwmisc.watchdog(cfg["watchdog_s"] * 1000) if cfg["watchdog_s"] else None
+    _unload("hwmisc")
+    return cause, wdt
+
+
+def build_sensors(cfg, errors):
+    gc.collect()
+    try:
+        from urbanpulse_fw import sensors
+    except ImportError:  # a build without real drivers: simulated sensors only
+        from urbanpulse_fw import simsensors as sensors  # type: ignore[no-redef]
+    objs, bad = sensors.build(cfg["sensors"], cfg["kind"], cfg["sample_interval_s"],
+                              cfg["seed"], int(cfg["utc_offset_h"] * 3600))
+    errors += bad
+    _unload("sensors")  # needed once: the sensor objects and their drivers stay
+    _unload("simsensors")
+    return objs

@@ -1,0 +1,240 @@
+"""The field technician's subcommands: ``provision``, ``flash`` and ``board check``.
+
+Kept out of cli.py so that the command's start-up stays fast (the modules behind these
+commands are imported only when one of them runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _fail(message: str) -> Exception:
+    from .cli import CliError
+
+    return CliError(message)
+
+
+def _settings_or_none(config: Path | None) -> Any:
+    if config is None:
+        return None
+    from .config import ConfigError, load_settings
+
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+# -- provision -----------------------------------------------------------------------------
+def _secret_from(file: Path | None, env: str) -> str | None:
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _fail(f"{file}: cannot read: {exc.strerror}") from None
+    return os.environ.get(env)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from .provision import (
+        BoardRequest,
+        ProvisionError,
+        label,
+        load_sensors,
+        mosquitto_config_lines,
+        provision,
+    )
+
+    settings = _settings_or_none(args.config)
+    registry: Path | None = args.registry or (settings.registry.path if settings else None)
+    if registry is None:
+        raise _fail("give --registry FILE or --config FILE (its [registry] path)")
+    host = args.mqtt_host or (settings.mqtt.host if settings else None)
+    if not host:
+        raise _fail("give --mqtt-host (the broker's address as the boards reach it)")
+    port = args.mqtt_port or (settings.mqtt.port if settings else 1883)
+    prefix = settings.mqtt.topic_prefix if settings else "city"
+    if args.passwd_file is None and not args.no_auth:
+        raise _fail("give --passwd-file (the broker's Mosquitto password file), or --no-auth "
+                    "for a broker that takes anonymous boards")
+    if args.acl_file is not None and args.passwd_file is None:
+        raise _fail("--acl-file needs --passwd-file: an ACL names the board's broker user")
+    if args.sensors is not None and args.simulated:
+        raise _fail("give --sensors or --simulated, not both")
+    try:
+        sensors = load_sensors(args.sensors) if args.sensors is not None else None
+        result = provision(BoardRequest(
+            device_id=args.device_id, kind=args.kind, district=args.district,
+            site=args.site, lat=args.lat, lon=args.lon, interval_s=args.interval,
+            threshold_cm=args.threshold_cm, mount_cm=args.mount_cm,
+            registry=registry, out_dir=args.out_dir,
+            wifi_ssid=args.wifi_ssid,
+            wifi_password=_secret_from(args.wifi_password_file, "URBANPULSE_WIFI_PASSWORD"),
+            mqtt_host=host, mqtt_port=port, prefix=prefix,
+            passwd_file=args.passwd_file, acl_file=args.acl_file,
+            sensors=sensors, simulated=args.simulated, force=args.force,
+        ))
+    except (ProvisionError, OSError) as exc:
+        raise _fail(f"{args.device_id} not provisioned: {exc}") from None
+    print(label(result, show_secret=args.show_secret))
+    print()
+    verb = "re-provisioned (new password)" if result.replaced else "provisioned"
+    print(f"{result.device.device_id} {verb}; wrote {', '.join(str(f) for f in result.files)}")
+    print(f"next: urbanpulse flash --port PORT --image FIRMWARE.bin "
+          f"--config {result.config_path}")
+    if host in LOOPBACK:
+        print(f"warning: mqtt host {host} is this machine; a board cannot reach it there",
+              file=sys.stderr)
+    if args.passwd_file is not None:
+        lines = "\n  ".join(mosquitto_config_lines(args.passwd_file, args.acl_file))
+        print(f"broker: Mosquitto needs, in its configuration (then `systemctl reload "
+              f"mosquitto` so it re-reads the files):\n  {lines}", file=sys.stderr)
+    return 0
+
+
+def add_provision(sub: Any) -> None:
+    p = sub.add_parser("provision", help="register a board, write its config.json and "
+                       "broker credentials, print its label")
+    p.add_argument("device_id", help="3-32 characters of a-z 0-9 -, starting with a letter")
+    p.add_argument("--kind", required=True,
+                   help="air, noise, traffic, parking, streetlight, water or soil")
+    p.add_argument("--district", required=True)
+    p.add_argument("--site", default=None)
+    p.add_argument("--lat", type=float, default=None, help="latitude, degrees")
+    p.add_argument("--lon", type=float, default=None, help="longitude, degrees")
+    p.add_argument("--interval", type=float, default=60.0,
+                   help="seconds between reports (registry interval_s; default 60)")
+    p.add_argument("--mount-cm", type=float, default=None,
+                   help="water: the sensor's height above the river-bed datum (required)")
+    p.add_argument("--threshold-cm", type=float, default=None,
+                   help="water: alert level for the KPIs (registry threshold_cm)")
+    p.add_argument("--sensors", type=Path, default=None,
+                   help="JSON list for config.json's sensors (default: the kind's standard "
+                   "wiring, firmware/README.md)")
+    p.add_argument("--simulated", action="store_true",
+                   help="simulated sensors (bench boards, demos)")
+    p.add_argument("--wifi-ssid", required=True)
+    p.add_argument("--wifi-password-file", type=Path, default=None,
+                   help="file holding the WiFi password (else $URBANPULSE_WIFI_PASSWORD; "
+                   "neither: an open network)")
+    p.add_argument("--mqtt-host", default=None,
+                   help="the broker as boards reach it (default: [mqtt] host of --config)")
+    p.add_argument("--mqtt-port", type=int, default=None,
+                   help="default: [mqtt] port of --config, else 1883")
+    p.add_argument("--registry", type=Path, default=None,
+                   help="registry file (default: [registry] path of --config)")
+    p.add_argument("--config", type=Path, default=None, help="urbanpulse.toml")
+    p.add_argument("--passwd-file", type=Path, default=None,
+                   help="Mosquitto password file to add the board's user to")
+    p.add_argument("--acl-file", type=Path, default=None,
+                   help="Mosquitto ACL file: the board may use only {prefix}/{id}/#")
+    p.add_argument("--no-auth", action="store_true",
+                   help="no broker credentials (a broker that allows anonymous boards)")
+    p.add_argument("--out-dir", type=Path, default=Path("provisioned"),
+                   help="config.json goes to OUT_DIR/DEVICE_ID/ (default: provisioned)")
+    p.add_argument("--force", action="store_true",
+                   help="provision an id that is already registered again (new password)")
+    p.add_argument("--show-secret", action="store_true",
+                   help="print the broker password on the label too")
+    p.set_defaults(func=cmd_provision)
+
+
+# -- flash ---------------------------------------------------------------------------------
+def cmd_flash(args: argparse.Namespace) -> int:
+    from .flashing import (
+        FlashError,
+        FlashPlan,
+        check_config,
+        check_image,
+        describe,
+        flash,
+        planned_files,
+    )
+
+    if (args.image is None) == (not args.no_image):
+        raise _fail("give --image FIRMWARE.bin, or --no-image to keep the board's MicroPython")
+    try:
+        if args.image is not None:
+            check_image(args.image)
+        check_config(args.config)
+        plan = FlashPlan(port=args.port, image=args.image, config=args.config,
+                         bundle_dir=args.bundle_dir, baud=args.baud, reset=not args.no_reset,
+                         boot_count=args.boot_count)
+        plan.files = planned_files(args.bundle_dir, args.config)
+        if args.dry_run:
+            print("\n".join(describe(plan)))
+            return 0
+        verified = flash(plan, wait_s=args.wait, say=lambda text: print(text, flush=True))
+    except FlashError as exc:
+        raise _fail(str(exc)) from None
+    print(f"board on {args.port} flashed: {verified.files} files verified, config.json "
+          f"fingerprint {verified.config_fingerprint} (compare with the label)")
+    return 0
+
+
+def add_flash(sub: Any) -> None:
+    p = sub.add_parser("flash", help="write MicroPython, the firmware and config.json to a "
+                       "board over USB, then verify them")
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--image", type=Path, default=None,
+                   help="MicroPython ESP32 image (.bin) to write at 0x1000 after erasing")
+    p.add_argument("--no-image", action="store_true",
+                   help="keep the board's MicroPython: only replace the firmware and config")
+    p.add_argument("--config", type=Path, required=True,
+                   help="the board's config.json (from `urbanpulse provision`)")
+    p.add_argument("--dry-run", action="store_true", help="print every command, run none")
+    p.add_argument("--baud", type=int, default=460800, help="esptool baud rate (460800)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds to wait for MicroPython after writing the image (60)")
+    p.add_argument("--no-reset", action="store_true",
+                   help="leave the board at its REPL instead of starting the firmware")
+    p.add_argument("--boot-count", type=int, default=None,
+                   help="leave at least this boot counter on the board (a replacement board "
+                   "for an id that reported before: above the boot `board check` shows)")
+    p.add_argument("--bundle-dir", type=Path, default=Path(".urbanpulse/bundle"),
+                   help="where the .mpy bundle is built (default: .urbanpulse/bundle)")
+    p.set_defaults(func=cmd_flash)
+
+
+# -- board check ---------------------------------------------------------------------------
+def cmd_board_check(args: argparse.Namespace) -> int:
+    from .boardcheck import BoardCheckError, check_board, format_report
+    from .config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        report = check_board(settings, args.device_id, args.timeout)
+    except BoardCheckError as exc:
+        raise _fail(f"cannot check {args.device_id}: {exc}") from None
+    print(format_report(report))
+    return 0 if report.online else 1
+
+
+def add_board(sub: Any) -> None:
+    board = sub.add_parser("board", help="one board, on site")
+    board_sub = board.add_subparsers(dest="board_command", required=True)
+    p = board_sub.add_parser("check", help="status, last health report and readings of a "
+                             "board; exit 0 online, 1 offline or never seen")
+    p.add_argument("device_id")
+    p.add_argument("--config", type=Path, default=None,
+                   help="urbanpulse.toml (broker and InfluxDB); URBANPULSE_* variables apply")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for the broker (5)")
+    p.set_defaults(func=cmd_board_check)
+
+
+def add_field_commands(sub: Any) -> None:
+    """Called by cli.build_parser with its subparsers."""
+    add_provision(sub)
+    add_flash(sub)
+    add_board(sub)

