@@ -4,6 +4,7 @@
 # config.py, the sensors' builder) is loaded, used and unloaded before the main loop's modules
 # are brought in, and each module is loaded after a collection (a 64 KiB heap is small).
 import gc
+import os
 import sys
 import time
 
@@ -11,7 +12,7 @@ import time
 # from source needs several KiB for a moment, and on a 64 KiB heap it only fits when the
 # compiler's garbage of the previous module is gone (the order was measured to fit best).
 _MODULES = ("telemetry", "mqtt_codec", "mqtt_conn", "mqtt_session", "mqtt", "sim.base",
-            "clock", "uplink", "hw", "cmd", "mainloop")
+            "clock", "uplink", "hw", "mainloop")  # cmd.py: at the first command
 
 
 def main(path="config.json"):
@@ -24,12 +25,18 @@ def main(path="config.json"):
     objs = startup.build_sensors(cfg, errors)
     del startup
     hw.unload("startup")
-    for name in _MODULES:
+    # A command is answered at the first connect (config on trial, or a config command applied
+    # at this start): then cmd.py is loaded now, before the RAM buffer is sized.
+    early = ("cmd",) if trial or "cmd_ack" in os.listdir() else ()
+    for name in _MODULES + early:
         gc.collect()
         __import__("urbanpulse_fw." + name)
+    wake = None
     if cfg["wake_s"]:
         gc.collect()
-        __import__("urbanpulse_fw.deepsleep")  # before the heap fills up
+        from urbanpulse_fw import deepsleep  # before the heap fills up
+
+        wake = deepsleep.count()  # also before the RAM buffer: it loads hwmisc for a moment
     from urbanpulse_fw import mainloop
 
     loop = mainloop.MainLoop(cfg, boot, objs, errors, cause, wdt)
@@ -39,7 +46,7 @@ def main(path="config.json"):
         if cfg["wake_s"]:
             from urbanpulse_fw import deepsleep
 
-            deepsleep.wake(loop)
+            deepsleep.wake(loop, wake)
         else:
             loop.run()
     except Exception as e:

@@ -1,11 +1,13 @@
-# The machine-API objects the drivers talk to: on the ESP32 from `machine`, on a PC (the unix
-# port's machine has no I2C/UART/Pin/ADC) from firmware/host/hostbus.py, which emulates the
-# chips at the bus level. `chip` tells the host which chip to emulate on a UART or pin; the
-# ESP32 ignores it.
+# The machine-API objects the drivers talk to: on the ESP32 from `machine`; on a PC (the unix
+# port's machine has no I2C/UART/Pin/ADC) from firmware/host/: hostlink.py passes every bus
+# transaction to the emulated chips (hostbus.py, emu_*.py) in a process of their own. `chip`
+# tells the host which chip to emulate on a UART or pin; the ESP32 ignores it.
 import sys
 
 HOST = sys.platform in ("linux", "darwin")
-m = __import__("hostbus" if HOST else "machine")
+# On a PC the chips are emulated in a process of their own (host/hostlink.py), unless a check
+# drives them in this one (it has imported host/hostbus.py).
+m = __import__(("hostbus" if "hostbus" in sys.modules else "hostlink") if HOST else "machine")
 
 _i2c = {}  # type: dict[int, object]  # one I2C object per bus, shared by its chips
 

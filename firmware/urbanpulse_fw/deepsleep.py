@@ -13,7 +13,7 @@ from urbanpulse_fw import clock, hw
 WINDOW_MS = 30000  # how long a publishing wake may stay up (real ms)
 
 
-def _count():
+def count():
     # The wake counter, bumped; hwmisc is loaded for the moment only (RAM).
     from urbanpulse_fw import hwmisc
 
@@ -39,8 +39,10 @@ def _sleep(ms):
     sys.exit(4)  # hwmisc.EXIT_DEEPSLEEP
 
 
-def wake(loop):
-    n = _count()
+def wake(loop, n=None):
+    """One wake; n: the wake counter (count()), read before the main loop was made."""
+    if n is None:
+        n = count()
     ob = loop.outbox
     cfg = loop.cfg
     now = clock.ticks()

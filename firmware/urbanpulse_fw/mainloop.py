@@ -6,9 +6,10 @@
 import gc
 import json
 import os
+import sys
 import time
 
-from urbanpulse_fw import FW_VERSION, clock, cmd, hw, telemetry, uplink
+from urbanpulse_fw import FW_VERSION, clock, hw, telemetry, uplink
 
 
 
@@ -21,7 +22,7 @@ class MainLoop:
         for e in errors:
             self.log("config: %s" % e)
         self.up = uplink.Uplink(cfg, boot, self.log)
-        ob = self.outbox = telemetry.Outbox(boot, cfg["max_samples_per_message"], 1024)
+        ob = self.outbox = telemetry.Outbox(boot, cfg["max_samples_per_message"], 0)
         ob.flash = cfg["max_flash_bytes"]
         ob.open_spool()  # samples from before this start go out first
         n = cfg["max_buffer_bytes"]
@@ -30,6 +31,10 @@ class MainLoop:
             # and for fragmentation), at most 64 KiB: right for
             # 64 KiB host boards and for ESP32s with PSRAM alike.
             n = min(65536, hw.free_heap() // 6)
+            if cfg["wake_s"]:
+                # A deep-sleep wake holds one sample, or a batch read back from the spool:
+                # the buffer is allocated in one piece, so no bigger than needed.
+                n = min(n, 1024)
         ob.resize(n)
         self.up.stats = lambda: "buffered %d, dropped %d, heap free %d" % (
             ob.held(), ob.lost(), hw.free_heap())
@@ -71,8 +76,6 @@ class MainLoop:
                 except MemoryError as e:
                     # Logged and survived: a reset would lose the RAM buffer as well.
                     gc.collect()
-                    import sys
-
                     sys.print_exception(e)
                     self.log("out of memory (heap free %d)" % hw.free_heap())
                 gc.collect()
@@ -156,8 +159,8 @@ class MainLoop:
     def sample(self, now, t, fields):
         ob = self.outbox
         self.taken += 1
-        rest = telemetry.encode_fields(fields)
         if not clock.is_valid(t):
+            rest = telemetry.encode_fields(fields)
             # Not stamped yet: keep the tick count and stamp it once NTP has set the clock.
             if self.clock_ok:
                 self.log("clock not set, keeping samples until NTP")
@@ -176,7 +179,7 @@ class MainLoop:
                 e = self.early.pop(0)
                 ob.add(telemetry.stamp(t - time.ticks_diff(now, e[0]), e[1]))
         self.clock_ok = True
-        ob.add(telemetry.stamp(t, rest))
+        ob.add(telemetry.sample_view(t, fields))  # copied into the outbox: no allocation
 
     def health(self, now):
         c = self.up.client
@@ -233,7 +236,12 @@ class MainLoop:
             self.cmd("handle", payload)
 
     def cmd(self, name, *args):
-        # cmd.py stays loaded: loading it per command fragments a 64 KiB heap.
+        # cmd.py (2.7 KiB) is loaded at the first command only (most boards never get one)
+        # and then stays: loading it per command would fragment a 64 KiB heap.
+        if "urbanpulse_fw.cmd" not in sys.modules:
+            gc.collect()
+        from urbanpulse_fw import cmd
+
         getattr(cmd, name)(self, *args)
 
     def on_puback(self, pid):

@@ -7,6 +7,11 @@ import time
 
 from urbanpulse_fw.mqtt_codec import ConnectionLost, decode_length
 
+# Receive buffer, allocated once for every connection: a reconnect on a long-running board's
+# fragmented heap may not find 256 bytes in one piece.
+_rbuf = bytearray(256)
+_rmv = memoryview(_rbuf)
+
 
 class Connection:
     def __init__(self, host, port, timeout_ms=5000, max_packet=16384):
@@ -16,7 +21,6 @@ class Connection:
         self.skip = 0  # bytes of an oversized packet still to discard
         self.writing = False  # True while a packet is half written
         self.poller = None
-        self.rbuf = None  # type: bytearray | None
         self.sock = self._open(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1])
 
     def _open(self, sockaddr):
@@ -64,12 +68,10 @@ class Connection:
         # Into a buffer allocated once, then only the bytes that came are copied: a long
         # running board's fragmented heap may not have a 256-byte block free for recv(256).
         # Non-blocking for the read only (readinto would wait to fill the whole buffer).
-        if self.rbuf is None:
-            self.rbuf = bytearray(256)
         s = self.sock
         s.setblocking(False)
         try:
-            n = s.readinto(self.rbuf)
+            n = s.readinto(_rbuf)
         finally:
             s.setblocking(True)
             s.settimeout(self.timeout_ms / 1000)
@@ -77,7 +79,7 @@ class Connection:
             return  # nothing after all
         if not n:
             raise ConnectionLost("connection closed by broker")
-        b = bytes(self.rbuf[:n])
+        b = bytes(_rmv[:n])
         if self.skip:
             n = min(self.skip, len(b))
             self.skip -= n

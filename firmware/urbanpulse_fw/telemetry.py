@@ -8,9 +8,9 @@
 if False:  # for type checkers only: no typing module on the board
     from typing import Any
 
-# Heap taken by one buffered sample besides its bytes (object header, allocation rounding,
-# slot), so that the budget is about RAM rather than payload.
-SAMPLE_OVERHEAD = 48
+# RAM taken by one buffered sample besides its bytes: its offset in the outbox (a list slot:
+# 8 bytes on a 64-bit port, 4 on the ESP32), so that the budget is about RAM.
+SAMPLE_OVERHEAD = 8
 
 
 def format_float(x):
@@ -22,11 +22,23 @@ def format_float(x):
     return "0.0" if s == "-0.0" else s
 
 
+# Scratch for building one sample, allocated once: a sample is then copied out in a single
+# allocation instead of a list, a joined str, its bytes and a stamped copy (those short-lived
+# ~150-byte blocks between long-lived samples fragmented a 64 KiB heap).
+_buf = bytearray(320)
+_mv = memoryview(_buf)
+
+
 def encode_sample(t, fields):
     """One sample as compact JSON bytes: t in Unix ms, fields (name, value) pairs with bool,
     int or float values. Non-finite floats are left out: JSON has no NaN, the contract
     forbids it."""
-    return stamp(t, encode_fields(fields))
+    return bytes(sample_view(t, fields))
+
+
+def sample_view(t, fields):
+    """encode_sample() without a copy: valid until the next call (Outbox.add copies it)."""
+    return _encode(b'{"t":%d' % t, fields)
 
 
 def stamp(t, rest):
@@ -35,19 +47,37 @@ def stamp(t, rest):
 
 
 def encode_fields(fields):
-    out = []
+    return bytes(_encode(b"", fields))
+
+
+def _value(x):
+    # JSON text of a field's value; None: left out (NaN, infinities, other types).
+    if x is True or x is False:
+        return "true" if x else "false"
+    if isinstance(x, int):
+        return "%d" % x
+    if isinstance(x, float) and x - x == 0:  # inf - inf and NaN are not 0
+        return format_float(x)
+    return None
+
+
+def _encode(head, fields):
+    b = _buf
+    n = len(head)
+    b[0:n] = head
     for name, x in fields:
-        if x is True or x is False:
-            s = "true" if x else "false"
-        elif isinstance(x, int):
-            s = "%d" % x
-        elif isinstance(x, float) and x - x == 0:  # inf - inf and NaN are not 0
-            s = format_float(x)
-        else:
+        s = _value(x)
+        if s is None:
             continue
-        out.append(',"%s":%s' % (name, s))
-    out.append("}")
-    return "".join(out).encode()
+        p = (',"%s":%s' % (name, s)).encode()
+        k = n + len(p)
+        if k >= len(b):  # bigger than the scratch (very many fields): the slow way
+            return head + "".join(',"%s":%s' % (f, _value(v)) for f, v in fields
+                                  if _value(v) is not None).encode() + b"}"
+        b[n:k] = p
+        n = k
+    b[n] = 0x7D  # }
+    return _mv[:n + 1]
 
 
 class Message:
@@ -66,8 +96,12 @@ class Message:
         self.head = b'{"v":1,"boot":%d,"seq":%d,"samples":[' % (outbox.boot, seq)
         n = len(self.head) + count + 1  # commas between samples, "]}"
         for i in range(count):
-            n += len(self.sample(i))
+            n += len(self.part(i))
         self.size = n
+
+    def part(self, i):
+        # The i-th sample; from RAM without a copy (a memoryview into the outbox's buffer).
+        return self.spooled[i] if self.spooled is not None else self.outbox.part(i)
 
     def sample(self, i):
         return self.spooled[i] if self.spooled is not None else self.outbox.sample(i)
@@ -77,20 +111,22 @@ class Message:
         for i in range(self.count):
             if i:
                 yield b","
-            yield self.sample(i)
+            yield self.part(i)
         yield b"]}"
 
     def payload(self):
-        return b"".join(self.chunks())
+        return self.head + b",".join(self.sample(i) for i in range(self.count)) + b"]}"
 
 
 class Outbox:
     """Samples held in RAM: the message in flight (oldest first) followed by the samples not
-    sent yet, in a ring of slots allocated once (no list growing and shrinking on the heap).
+    sent yet, back to back in one buffer allocated once (`buf`, offsets in `offs`): no heap
+    object per sample, so a long run does not fragment the heap into holes too small for
+    anything (what happened with a bytes object per sample on a 64 KiB heap).
 
-    Bounded by max_bytes (approximate heap bytes of the samples): when a new sample does not
-    fit, the unsent samples move to the flash spool (spool.py) if there is one, else the
-    oldest unsent samples are dropped. The samples of the message in flight are never
+    Bounded by max_bytes (the samples' bytes plus SAMPLE_OVERHEAD each): when a new sample
+    does not fit, the unsent samples move to the flash spool (spool.py) if there is one, else
+    the oldest unsent samples are dropped. The samples of the message in flight are never
     dropped, so a retry repeats it exactly. One message is in flight at a time.
 
     Order: [message in flight] [spool, oldest first] [unsent RAM samples]. The spool only
@@ -102,8 +138,8 @@ class Outbox:
             raise ValueError("max_samples must be 1..100")
         self.boot = boot
         self.max_samples = max_samples
+        self.buf = None  # type: Any
         self.resize(max_bytes)
-        self.head = 0  # slot of the oldest sample
         self.count = 0  # samples held
         self.msg = None  # type: Message | None  # in flight: the oldest msg.count samples
         self.next_seq = 0
@@ -113,14 +149,40 @@ class Outbox:
         self.flash = 0  # flash budget of the spool (0: none)
 
     def resize(self, max_bytes):
-        # Only while empty. Even the smallest sample (about 36 bytes) costs 36 +
-        # SAMPLE_OVERHEAD of the budget.
+        # Only while empty. At least one sample of any size fits (the newest is kept even
+        # when it alone is over budget).
         self.max_bytes = max_bytes
-        self.slots = [None] * (max_bytes // (36 + SAMPLE_OVERHEAD) + self.max_samples + 1)  # type: list
+        self.buf = None
+        self.mv = None  # type: Any
+        self.buf = bytearray(max(max_bytes, len(_buf)))
+        self.mv = memoryview(self.buf)
+        # offs[i]: where the i-th oldest sample starts; offs[count]: the bytes in use. Even the
+        # smallest sample (about 36 bytes) costs 36 + SAMPLE_OVERHEAD of the budget.
+        self.offs = [0] * (max_bytes // (36 + SAMPLE_OVERHEAD) + 3)  # type: list
+
+    def part(self, i):
+        o = self.offs
+        return self.mv[o[i]:o[i + 1]]
 
     def sample(self, i):
-        """The i-th oldest sample held."""
-        return self.slots[(self.head + i) % len(self.slots)]
+        """The i-th oldest sample held (a copy)."""
+        return bytes(self.part(i))
+
+    def _cut(self, i, k):
+        # Forget samples i..i+k-1: what follows moves down, in pieces no longer than the gap
+        # (slice assignment copies with memcpy: source and target must not overlap).
+        o = self.offs
+        a = o[i]
+        n = o[i + k] - a
+        end = o[self.count]
+        mv = self.mv
+        while a + n < end:
+            m = min(n, end - a - n)
+            mv[a:a + m] = mv[a + n:a + n + m]
+            a += m
+        for j in range(i, self.count - k + 1):
+            o[j] = o[j + k] - n
+        self.count -= k
 
     def _ram_sent(self):
         m = self.msg
@@ -159,35 +221,35 @@ class Outbox:
         sent = self._ram_sent()
         if self.count <= sent or self.open_spool() is None:
             return
-        n = len(self.slots)
-        self.spool.append(self.sample(i) for i in range(sent, self.count))
-        for i in range(sent, self.count):
-            j = (self.head + i) % n
-            self.nbytes -= len(self.slots[j]) + SAMPLE_OVERHEAD
-            self.slots[j] = None
+        self.spool.append(self.part(i) for i in range(sent, self.count))
+        self.nbytes -= self.offs[self.count] - self.offs[sent] + (
+            self.count - sent) * SAMPLE_OVERHEAD
         self.count = sent
 
+    def _room(self, n):
+        # The new sample (n bytes) fits the budget, the buffer and the offsets.
+        return (self.count + 2 < len(self.offs) and self.nbytes + n + SAMPLE_OVERHEAD
+                <= self.max_bytes and self.offs[self.count] + n <= len(self.buf))
+
     def add(self, sample):
-        slots = self.slots
-        n = len(slots)
+        n = len(sample)
         sent = self._ram_sent()
-        if self.flash and self.count > sent and (
-                self.count == n or self.nbytes + len(sample) + SAMPLE_OVERHEAD > self.max_bytes):
+        if self.flash and self.count > sent and not self._room(n):
             self.spill()
-        while self.count > sent and (self.count == n or self.nbytes + len(sample)
-                                     + SAMPLE_OVERHEAD > self.max_bytes):
-            # Drop the oldest unsent sample, right after the message in flight: move the
-            # message's samples up by one slot over it, then free the head slot.
-            self.nbytes -= len(self.sample(sent)) + SAMPLE_OVERHEAD
-            for i in range(sent, 0, -1):
-                slots[(self.head + i) % n] = slots[(self.head + i - 1) % n]
-            slots[self.head] = None
-            self.head = (self.head + 1) % n
-            self.count -= 1
+        while self.count > sent and not self._room(n):
+            # Drop the oldest unsent sample, right after the message in flight.
+            self.nbytes -= self.offs[sent + 1] - self.offs[sent] + SAMPLE_OVERHEAD
+            self._cut(sent, 1)
             self.dropped += 1
-        slots[(self.head + self.count) % n] = sample
+        o = self.offs
+        a = o[self.count]
+        if a + n > len(self.buf) or self.count + 2 > len(o):
+            self.dropped += 1  # bigger than the whole buffer beside the message in flight
+            return
+        self.mv[a:a + n] = sample
         self.count += 1
-        self.nbytes += len(sample) + SAMPLE_OVERHEAD
+        o[self.count] = a + n
+        self.nbytes += n + SAMPLE_OVERHEAD
 
     def take(self):
         """Put up to max_samples of the oldest pending samples into the next message; None if
@@ -215,8 +277,5 @@ class Outbox:
         if msg.spooled is not None:
             self.spool.ack()
             return
-        for _ in range(msg.count):
-            self.nbytes -= len(self.slots[self.head]) + SAMPLE_OVERHEAD
-            self.slots[self.head] = None
-            self.head = (self.head + 1) % len(self.slots)
-        self.count -= msg.count
+        self.nbytes -= self.offs[msg.count] + msg.count * SAMPLE_OVERHEAD
+        self._cut(0, msg.count)
