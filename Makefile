@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 MPY_STUBS := $(VENV)/micropython-stubs
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian package : a file it installs (to skip apt when already there).
+# node/npm: the dashboard tests derive a JSON Schema from Grafana's published TypeScript types.
 SYSTEM_PACKAGES := mosquitto:/usr/sbin/mosquitto influxdb:/usr/bin/influxd \
-                   victoria-metrics:/usr/bin/victoria-metrics
+                   victoria-metrics:/usr/bin/victoria-metrics nodejs:/usr/bin/node npm:/usr/bin/npm
 
 .PHONY: setup system-packages venv lint typecheck test demo stack-up stack-down clean
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 from urbanpulse.logs import RateLimitedLog
 from urbanpulse.messages import TelemetryValidator
-from urbanpulse.pipeline import MessageHandler, Stats
+from urbanpulse.pipeline import MessageHandler
 from urbanpulse.registry import Device, Registry
+from urbanpulse.stats import Stats
 
 
 def rate(work: Callable[[], object], seconds: float = 1.5) -> float:

@@ -16,10 +16,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from services import Services, influx_query
 from urbanpulse.config import (
     InfluxSettings,
+    KpiSettings,
     LogSettings,
+    MetricsSettings,
     MqttSettings,
     RegistrySettings,
     Settings,
+    SpoolSettings,
     StatsSettings,
 )
 from urbanpulse.gateway import Gateway
@@ -39,6 +42,11 @@ def gateway_settings(services: Services, registry: Path, client_id: str, **influ
         registry=RegistrySettings(path=registry, reload_interval_s=0.2),
         log=LogSettings(rejection_interval_s=0),
         stats=StatsSettings(interval_s=0.5),
+        # Next to the test's registry: a spool left by one test must never replay into another.
+        spool=SpoolSettings(path=registry.parent / f"spool-{client_id}"),
+        # Tests that need them turn these on: many gateways run at once here.
+        metrics=MetricsSettings(port=0),
+        kpi=KpiSettings(enabled=False),
     )
 
 

@@ -76,7 +76,7 @@ def test_gateway_process_logs_for_journald_and_stops_cleanly_on_sigterm(
             process.kill()
     lines = log_path.read_text().splitlines()
     assert any(line.startswith("<6>INFO urbanpulse.gateway: gateway started") for line in lines)
-    assert any(line.startswith("<4>WARNING urbanpulse.rejected: rejected message "
+    assert any(line.startswith("<4>WARNING urbanpulse.rejected: rejected telemetry message "
                                "reason=not_json device=noise-centre-01 ") for line in lines)
     assert any("gateway stopped" in line and "'stored_points'" in line for line in lines)
 

@@ -275,7 +275,7 @@ def test_line_protocol_escaping_with_hostile_registry_strings(
         }
     ]
     measurements = {r["name"] for r in rows(influx, "SHOW MEASUREMENTS")}
-    assert measurements <= {"soil", "device_info", "gateway_stats"}
+    assert measurements <= {"soil", "device_info", "gateway_stats", "device_status"}
     tag_keys = {r["tagKey"] for r in rows(influx, "SHOW TAG KEYS FROM soil")}
     assert tag_keys == {"device_id", "district", "kind", "site"}
 

@@ -81,3 +81,64 @@ def test_collect_on_known_data(influx: Services) -> None:
     text = console.export_text()
     assert "devices online: 9" in text and "messages/s: 20.0" in text
     assert "1/2" in text  # parking in the south
+
+
+def test_headline_kpis_use_the_overview_dashboards_queries(influx: Services) -> None:
+    hour = 3_600_000
+    now = time.time_ns() // 1_000_000
+    this_hour = now - now % hour
+    last_hour = this_hour - hour
+    stale = this_hour - 10 * hour  # outside the live view's KPI window: must not count
+    lines = [
+        f"kpi_aqi,level=district,district=north aqi=42 {last_hour}",
+        f"kpi_aqi,level=district,district=north aqi=61 {this_hour}",  # latest of north
+        f"kpi_aqi,level=district,district=south aqi=57 {this_hour}",
+        f"kpi_aqi,level=district,district=centre aqi=300 {stale}",
+        f"kpi_aqi,level=device,district=south,device_id=air-9,kind=air aqi=170 {this_hour}",
+        f"kpi_network_now,level=city,district=all availability=0.75 {last_hour}",
+        f"kpi_network_now,level=city,district=all availability=0.9 {now - 5_000}",
+        f"kpi_network_now,level=district,district=north availability=0.1 {now - 5_000}",
+        f"kpi_parking_now,level=district,district=north free=4,occupied=6 {now - 5_000}",
+        f"kpi_parking_now,level=district,district=south free=7,occupied=3 {now - 5_000}",
+        f"kpi_parking_now,level=site,district=south,site=Station free=7 {now - 5_000}",
+        f"kpi_traffic_hourly,level=district,district=north flow_vph=120 {last_hour}",
+        f"kpi_traffic_hourly,level=district,district=south flow_vph=80 {last_hour}",
+        f"kpi_streetlight_hourly,level=device,district=north,device_id=l-1,kind=streetlight "
+        f"fault=true {last_hour}",
+        f"kpi_streetlight_hourly,level=device,district=north,device_id=l-1,kind=streetlight "
+        f"fault=false {this_hour}",  # repaired: its latest hour is fine
+        f"kpi_streetlight_hourly,level=device,district=north,device_id=l-2,kind=streetlight "
+        f"fault=true {this_hour}",
+        f"kpi_water,level=device,district=south,device_id=w-1,kind=water "
+        f"water_level=212,threshold_cm=200,above=true {this_hour}",
+    ]
+    influx_write(influx, "\n".join(lines))
+    db = V1Writer(InfluxSettings(url=influx.influx_url, database=influx.database))
+    snap = collect(db, window_s=60, kpi_window_s=3 * 3600)
+    assert snap.headline == {
+        "city_aqi": 61.0,  # worst district now; the device-level 170 is not a district
+        "online_ratio": 0.9,
+        "parking_free": 11.0,
+        "traffic_flow_vph": 200.0,
+        "lamps_faulty": 1.0,
+        "rivers_above": 1.0,
+    }
+    console = Console(width=160, record=True)
+    console.print(render(snap))
+    text = console.export_text()
+    assert "city AQI: 61" in text and "boards online: 90%" in text
+    assert "parking free: 11" in text and "traffic: 200 veh/h" in text
+    assert "lamps faulty: 1" in text and "rivers above threshold: 1" in text
+
+
+def test_live_view_runs_the_dashboard_strings() -> None:
+    """One module holds the headline queries; the overview's stat panels carry them."""
+    import json
+    from pathlib import Path
+
+    from urbanpulse.dashboards.headline import HEADLINES
+
+    board = json.loads((Path(__file__).resolve().parents[1] / "dashboards/city-overview.json")
+                       .read_text(encoding="utf-8"))
+    stats = {p["title"]: p["targets"][0]["query"] for p in board["panels"] if p["type"] == "stat"}
+    assert stats == {h.title: h.query for h in HEADLINES}

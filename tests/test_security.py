@@ -19,18 +19,21 @@ from typing import Any
 
 import pytest
 import urllib3
-from tls_certs import Pki, make_pki
 
 from gateway_harness import REGISTRY_CSV, Publisher, running_gateway, wait_until
 from services import NOT_INSTALLED, Services, free_ports, services_for
+from tls_certs import Pki, make_pki
 from urbanpulse import stack
 from urbanpulse.config import (
     ConfigError,
     InfluxSettings,
+    KpiSettings,
     LogSettings,
+    MetricsSettings,
     MqttSettings,
     RegistrySettings,
     Settings,
+    SpoolSettings,
     StatsSettings,
     load_settings,
 )
@@ -129,6 +132,9 @@ def _settings(secure: SecureStack, tmp_path: Path, client_id: str, **mqtt: Any) 
         registry=RegistrySettings(path=registry, reload_interval_s=0.2),
         log=LogSettings(rejection_interval_s=0),
         stats=StatsSettings(interval_s=0.5),
+        spool=SpoolSettings(path=tmp_path / f"spool-{client_id}"),
+        metrics=MetricsSettings(port=0),
+        kpi=KpiSettings(enabled=False),
     )
 
 
@@ -272,6 +278,10 @@ username = "{WRITER_USER}"
 create_database = false
 [registry]
 path = "{settings.registry.path}"
+[spool]
+path = "{tmp_path / "spool"}"
+[metrics]
+port = 0
 [log]
 level = "DEBUG"
 """

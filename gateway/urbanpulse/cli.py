@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -68,12 +70,13 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     from .gateway import Gateway
     from .logs import setup_logging
     from .registry import RegistryError
+    from .spool import SpoolError
 
     settings = _settings(args)
     setup_logging(settings.log.level)
     try:
         gateway = Gateway(settings)
-    except RegistryError as exc:
+    except (RegistryError, SpoolError) as exc:
         raise CliError(str(exc)) from None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -84,6 +87,26 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     gateway.start()
     gateway.run()
     gateway.stop()
+    return 0
+
+
+def cmd_gateway_status(args: argparse.Namespace) -> int:
+    from .metrics import MetricsUnreachable, scrape, summary
+
+    url: str | None = args.url
+    if url is None:
+        metrics = _settings(args).metrics if args.config else None
+        if metrics is not None and metrics.port == 0:
+            raise CliError(f"{args.config}: [metrics] port = 0, the gateway serves no metrics")
+        host, port = (metrics.host, metrics.port) if metrics else ("127.0.0.1", 9464)
+        url = f"http://{host}:{port}/metrics"
+    try:
+        samples = scrape(url)
+    except MetricsUnreachable as exc:
+        print(f"urbanpulse: {exc} (is the gateway running? see [metrics] host/port)",
+              file=sys.stderr)
+        return 1
+    print(summary(url, samples))
     return 0
 
 
@@ -145,6 +168,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return result
 
 
+# -- kpi -----------------------------------------------------------------------------------
+def cmd_kpi_run(args: argparse.Namespace) -> int:
+    from .kpi.job import KpiJob
+    from .logs import setup_logging
+    from .registry import RegistryError, RegistryWatcher
+
+    settings = _settings(args)
+    setup_logging(settings.log.level)
+    try:
+        watcher = RegistryWatcher(settings.registry.path)
+    except RegistryError as exc:
+        raise CliError(str(exc)) from None
+    job = KpiJob(settings, lambda: watcher.registry)
+    if args.once:
+        try:
+            report = job.engine.run()
+        except Exception as exc:
+            raise CliError(f"kpi run failed: {exc}") from None
+        print(f"kpi: {report.hours} hours, {report.days} days, {report.points} points "
+              f"in {report.seconds:.2f} s")
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    job.enabled = True  # asked for explicitly, whatever [kpi] enabled says
+    while not stop.is_set():
+        try:
+            watcher.poll()
+        except RegistryError as exc:
+            print(f"urbanpulse: registry not reloaded: {exc}", file=sys.stderr)
+        job.run_due(time.monotonic())
+        stop.wait(1.0)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def _add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, default=Path(".urbanpulse"),
@@ -177,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = gw_sub.add_parser("run", help="run the gateway in the foreground (systemd runs this)")
     _add_config_option(p)
     p.set_defaults(func=cmd_gateway_run)
+    p = gw_sub.add_parser("status", help="a running gateway's state, from its /metrics")
+    p.add_argument("--url", default=None,
+                   help="metrics URL (default: from --config [metrics], else "
+                        "http://127.0.0.1:9464/metrics)")
+    _add_config_option(p)
+    p.set_defaults(func=cmd_gateway_status)
 
     p = sub.add_parser("config", help="configuration tools")
     cfg_sub = p.add_subparsers(dest="config_command", required=True)
@@ -211,12 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_fleet_run)
 
+    kpi = sub.add_parser("kpi", help="city KPIs computed from the stored telemetry")
+    kpi_sub = kpi.add_subparsers(dest="kpi_command", required=True)
+    p = kpi_sub.add_parser("run", help="compute the KPIs every [kpi] interval_s (or --once)")
+    p.add_argument("--once", action="store_true",
+                   help="recompute the last [kpi] lookback_h hours and their days, then exit")
+    _add_config_option(p)
+    p.set_defaults(func=cmd_kpi_run)
+
     p = sub.add_parser("demo", help="stack, gateway, fleet and a live view, all at once")
     _add_stack_options(p)
     p.add_argument("--devices", type=int, default=14, help="number of boards (14)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--no-live", action="store_true", help="print a summary instead of a live view")
     p.set_defaults(func=cmd_demo)
+
+    # Grafana dashboards as code: build [--check], push (dashboards/cli.py).
+    from .dashboards.cli import add_dashboard_commands
+
+    add_dashboard_commands(sub)
     return parser
 
 

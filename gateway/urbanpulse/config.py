@@ -157,6 +157,90 @@ class StatsSettings(_Section):
     interval_s: Annotated[float, Field(gt=0)] = 5.0
 
 
+class MetricsSettings(_Section):
+    # Prometheus /metrics (and `urbanpulse gateway status`); port 0 = off.
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+
+
+class LivenessSettings(_Section):
+    # A device is offline after this many registry interval_s without a message.
+    timeout_factor: Annotated[float, Field(ge=1)] = 3.0
+    # device_status is re-written for every device this often (dashboards' last()).
+    heartbeat_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class SpoolSettings(_Section):
+    """The on-disk spool: batches InfluxDB cannot take now wait here, acknowledged."""
+
+    # Relative to the configuration file; systemd: /var/lib/urbanpulse/spool.
+    path: Path = Path("spool")
+    # When full, the gateway stops acknowledging and the broker keeps the messages.
+    max_bytes: Annotated[int, Field(ge=4096)] = 1 << 30
+    segment_bytes: Annotated[int, Field(ge=1024)] = 16 << 20
+    # always: each batch on disk before its ack (survives power loss); interval: synced at
+    # most every fsync_interval_s; never: left to the OS (survives a gateway crash only).
+    fsync: Literal["always", "interval", "never"] = "always"
+    fsync_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    # Points InfluxDB refuses for good (JSON lines); default: dead-letter.jsonl in path.
+    dead_letter_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SpoolSettings:
+        if self.segment_bytes > self.max_bytes:
+            raise ValueError(
+                f"segment_bytes {self.segment_bytes} must not exceed max_bytes {self.max_bytes}"
+            )
+        return self
+
+    @property
+    def dead_letter_file(self) -> Path:
+        return self.dead_letter_path or self.path / "dead-letter.jsonl"
+
+
+class DedupSettings(_Section):
+    # Redelivered messages recognised by (device_id, boot, seq) among this many recent ones.
+    max_entries: Annotated[int, Field(ge=1)] = 200_000
+
+
+class KpiSettings(_Section):
+    """The KPI engine (urbanpulse.kpi): city KPIs computed from stored telemetry."""
+
+    enabled: bool = True
+    interval_s: Annotated[float, Field(gt=0)] = 60.0
+    # Each run recomputes the last lookback_h hours and the local days they touch.
+    lookback_h: Annotated[int, Field(ge=1, le=168)] = 3
+    # Local days (daily KPIs, Lden periods) are days in this time zone.
+    timezone: str = "Europe/Amsterdam"
+    # Sunrise/sunset for lamps without lat/lon in the registry (default: Amsterdam).
+    latitude: Annotated[float, Field(ge=-90, le=90)] = 52.3676
+    longitude: Annotated[float, Field(ge=-180, le=180)] = 4.9041
+    # Lden periods in local hours: day [day, evening), evening [evening, night), night rest.
+    day_start_h: Annotated[int, Field(ge=0, le=23)] = 7
+    evening_start_h: Annotated[int, Field(ge=1, le=23)] = 19
+    night_start_h: Annotated[int, Field(ge=2, le=24)] = 23
+    # A lamp is judged only this long after sunrise/sunset (photocells, schedules).
+    twilight_margin_min: Annotated[float, Field(ge=0, le=180)] = 30.0
+    # Lamp on in daylight + off at night for at least this long in a window = a fault.
+    fault_min_h: Annotated[float, Field(gt=0)] = 0.25
+    @model_validator(mode="after")
+    def _check(self) -> KpiSettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"timezone {self.timezone!r} is not a known IANA time zone"
+            ) from None
+        if not self.day_start_h < self.evening_start_h < self.night_start_h:
+            raise ValueError(
+                "need day_start_h < evening_start_h < night_start_h, got "
+                f"{self.day_start_h}, {self.evening_start_h}, {self.night_start_h}"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
@@ -169,6 +253,11 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     log: LogSettings = LogSettings()
     stats: StatsSettings = StatsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    liveness: LivenessSettings = LivenessSettings()
+    kpi: KpiSettings = KpiSettings()
+    spool: SpoolSettings = SpoolSettings()
+    dedup: DedupSettings = DedupSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -217,4 +306,10 @@ def load_settings(path: Path | None) -> Settings:
         # A relative registry path is relative to the configuration file, not to the cwd
         # systemd happens to start us in.
         settings.registry.path = path.parent / settings.registry.path
+    if path is not None:
+        spool = settings.spool
+        if not spool.path.is_absolute():
+            spool.path = path.parent / spool.path
+        if spool.dead_letter_path is not None and not spool.dead_letter_path.is_absolute():
+            spool.dead_letter_path = path.parent / spool.dead_letter_path
     return settings

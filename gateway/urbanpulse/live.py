@@ -15,6 +15,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from .dashboards.headline import HEADLINES
+from .dashboards.interpolation import interpolate
 from .vocabulary import GATEWAY_STATS_MEASUREMENT, KIND_MEASUREMENTS
 
 
@@ -43,6 +45,8 @@ class Snapshot:
     messages_per_s: float | None = None
     points_per_s: float | None = None
     rejected_total: int | None = None
+    # The City overview dashboard's headline KPIs (same queries), by Headline.key.
+    headline: dict[str, float | None] = field(default_factory=dict)
 
 
 def energetic_mean(levels: list[float]) -> float | None:
@@ -62,7 +66,20 @@ def _rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def collect(db: Queryable, window_s: int = 60) -> Snapshot:
+def collect_headline(db: Queryable, window_s: int) -> dict[str, float | None]:
+    """The overview's headline queries over the last window_s seconds (KPI points are
+    hourly, stamped at the hour's start: a window of a few hours sees the latest)."""
+    out: dict[str, float | None] = {}
+    for h in HEADLINES:
+        query = interpolate(h.query, time_filter_sql=f"time > now() - {window_s}s")
+        rows = _rows(db.query(query))
+        # One row, one column besides time (max, last, sum or count).
+        value = next((v for k, v in rows[0].items() if k != "time"), None) if rows else None
+        out[h.key] = None if value is None else float(value)
+    return out
+
+
+def collect(db: Queryable, window_s: int = 60, kpi_window_s: int = 3 * 3600) -> Snapshot:
     snap = Snapshot()
     districts: dict[str, DistrictView] = defaultdict(DistrictView)
     since = f"time > now() - {window_s}s"
@@ -139,11 +156,31 @@ def collect(db: Queryable, window_s: int = 60) -> Snapshot:
     if stats:
         snap.rejected_total = int(stats[0]["rejected"])
     snap.districts = dict(sorted(districts.items()))
+    snap.headline = collect_headline(db, kpi_window_s)
     return snap
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _headline_text(snap: Snapshot) -> Text:
+    h = snap.headline
+
+    def num(key: str, fmt: str = "{:.0f}") -> str:
+        value = h.get(key)
+        return "-" if value is None else fmt.format(value)
+
+    # Counts with no matching board come back as "no data": zero faults, zero rivers.
+    def count(key: str) -> str:
+        return num(key) if h.get(key) is not None else "0"
+
+    return Text(
+        f"city AQI: {num('city_aqi')}   boards online: {num('online_ratio', '{:.0%}')}   "
+        f"parking free: {num('parking_free')}   traffic: {num('traffic_flow_vph')} veh/h   "
+        f"lamps faulty: {count('lamps_faulty')}   rivers above threshold: "
+        f"{count('rivers_above')}"
+    )
 
 
 def render(snap: Snapshot, title: str = "UrbanPulse live") -> Group:
@@ -168,4 +205,4 @@ def render(snap: Snapshot, title: str = "UrbanPulse live") -> Group:
         f"messages/s: {_fmt(snap.messages_per_s)}   points/s: {_fmt(snap.points_per_s)}   "
         f"rejected: {snap.rejected_total if snap.rejected_total is not None else '-'}"
     )
-    return Group(table, footer)
+    return Group(_headline_text(snap), table, footer)

@@ -1,12 +1,18 @@
-"""From an MQTT message to stored points, acknowledged only once stored.
+"""From an MQTT message to stored points, acknowledged only once stored (or spooled).
 
 ``MessageHandler`` turns (topic, payload) into line-protocol points: it checks the topic,
-looks the device up in the registry, validates the payload against the contract and tags
-each point from the registry. ``Batcher`` collects the points with the acknowledgement each
-message waits for, writes them in batches (by size, or after at most ``max_delay_s``), and
-only then releases the acknowledgements, in the order the messages arrived. A write that
-fails for a reason that can pass (InfluxDB down or overloaded) is retried with backoff and
-nothing is acknowledged meanwhile, so the broker keeps the messages: at-least-once delivery.
+looks the device up in the registry, validates the payload against the contract, recognises
+redelivered messages and tags each point from the registry. ``Batcher`` collects the points
+with the acknowledgement each message waits for, writes them in batches (by size, or after at
+most ``max_delay_s``), and only then releases the acknowledgements, in arrival order.
+
+When InfluxDB cannot take a batch for a reason that can pass (down, slow, 5xx, 401/403/404),
+the batch goes to the on-disk spool and its messages are acknowledged; the spool is replayed,
+oldest first, once InfluxDB answers, and while it holds anything new batches queue behind it.
+When the spool is full nothing more is acknowledged: the batch is held and retried, and the
+broker keeps the rest (at-least-once delivery). A batch InfluxDB refuses as such (400, 413,
+422) is split in halves until the points it refuses are found; those go to the dead-letter
+file, the others are stored.
 """
 
 from __future__ import annotations
@@ -14,16 +20,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+import zlib
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from .deadletter import DeadLetterFile, influx_reason, split_refused
+from .dedup import RecentMessages
+from .device_topics import DeviceChannel
 from .influx import PointWriter, WriteError
 from .lineprotocol import encode_field_value, escape_key
 from .logs import RateLimitedLog
-from .messages import MessageRejected, Reason, Rejection, Telemetry, TelemetryValidator
+from .messages import MessageRejected, Telemetry, TelemetryValidator
 from .registry import RegisteredDevice, Registry
-from .vocabulary import DEVICE_ID_RE, VOCABULARY
+from .spool import Spool, SpoolError, SpoolFull
+from .stats import Stats
+from .vocabulary import VOCABULARY
 
 log = logging.getLogger("urbanpulse.pipeline")
 
@@ -48,37 +59,6 @@ def telemetry_points(device: RegisteredDevice, message: Telemetry) -> list[str]:
     return lines
 
 
-@dataclass
-class Stats:
-    """Counters since start; read by the stats writer and by tests."""
-
-    received: int = 0
-    accepted: int = 0
-    stored_points: int = 0
-    refused_points: int = 0
-    write_errors: int = 0
-    rejected_messages: Counter[str] = field(default_factory=Counter)
-    rejected_samples: Counter[str] = field(default_factory=Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def snapshot(self) -> dict[str, int]:
-        with self.lock:
-            snap = {
-                "received": self.received,
-                "accepted": self.accepted,
-                "stored_points": self.stored_points,
-                "refused_points": self.refused_points,
-                "write_errors": self.write_errors,
-                "rejected_messages": sum(self.rejected_messages.values()),
-                "rejected_samples": sum(self.rejected_samples.values()),
-            }
-            for reason in Reason:
-                snap[f"rejected_{reason.value}"] = (
-                    self.rejected_messages[reason.value] + self.rejected_samples[reason.value]
-                )
-        return snap
-
-
 class MessageHandler:
     def __init__(
         self,
@@ -87,63 +67,44 @@ class MessageHandler:
         validator: TelemetryValidator,
         stats: Stats,
         rejection_log: RateLimitedLog,
+        recent: RecentMessages | None = None,
+        on_accepted: Callable[[str, Telemetry], None] | None = None,
     ) -> None:
-        self._prefix = topic_prefix + "/"
-        self._registry = registry
+        # Topic to registered device, counting and logging: shared with health and status.
+        self._channel = DeviceChannel("telemetry", topic_prefix, registry, stats, rejection_log)
         self._validator = validator
         self._stats = stats
-        self._rejection_log = rejection_log
-
-    def _topic_levels(self, topic: str) -> list[str]:
-        """The topic's levels after the prefix; [] when the prefix does not match."""
-        return topic[len(self._prefix) :].split("/") if topic.startswith(self._prefix) else []
-
-    def _device(self, topic: str) -> RegisteredDevice:
-        parts = self._topic_levels(topic)
-        if len(parts) != 2 or parts[1] != "telemetry":
-            raise MessageRejected(Reason.BAD_TOPIC, f"topic {topic!r} is not telemetry")
-        device_id = parts[0]
-        if not DEVICE_ID_RE.match(device_id):
-            raise MessageRejected(
-                Reason.BAD_TOPIC,
-                f"device id {device_id!r} must be 3-32 of a-z 0-9 -, starting with a letter",
-            )
-        device = self._registry().get(device_id)
-        if device is None:
-            raise MessageRejected(Reason.UNKNOWN_DEVICE, f"device={device_id} is not registered")
-        return device
+        self._recent = recent
+        self._on_accepted = on_accepted
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         """Points to store for this message; rejections are counted and logged here."""
-        with self._stats.lock:
-            self._stats.received += 1
+        self._channel.count_received()
         try:
-            device = self._device(topic)
+            device = self._channel.device(topic)
             message = self._validator.parse(payload)
         except MessageRejected as exc:
-            self._reject(exc.rejection, topic, whole_message=True)
+            self._channel.reject(exc.rejection, topic)
+            return []
+        # Points first: a message is remembered only once it has yielded its points.
+        lines = telemetry_points(device, message)
+        if self._recent is not None and self._recent.seen_before(
+            device.device.device_id, message.boot, message.seq, zlib.crc32(payload)
+        ):
+            # A redelivery: no points, so its ack queues behind the original's points and is
+            # sent only once they are stored. Writing them again would do no harm (InfluxDB
+            # overwrites the same series and timestamp); skipping saves the write. It counts
+            # as accepted (it is valid) and as a duplicate; its rejections were logged once.
+            with self._stats.lock:
+                self._stats.accepted += 1
+                self._stats.duplicates += 1
             return []
         for rejection in message.rejected:
-            self._reject(rejection, topic, whole_message=False)
-        with self._stats.lock:
-            self._stats.accepted += 1
-        return telemetry_points(device, message)
-
-    def _reject(self, rejection: Rejection, topic: str, *, whole_message: bool) -> None:
-        with self._stats.lock:
-            counter = (
-                self._stats.rejected_messages if whole_message else self._stats.rejected_samples
-            )
-            counter[rejection.reason.value] += 1
-        what = "message" if whole_message else "sample"
-        levels = self._topic_levels(topic)
-        device = levels[0] if levels and DEVICE_ID_RE.match(levels[0]) else "?"
-        self._rejection_log.log(
-            rejection.reason.value,
-            logging.WARNING,
-            f"rejected {what} reason={rejection.reason.value} device={device} "
-            f"topic={topic!r}: {rejection.detail}",
-        )
+            self._channel.reject(rejection, topic, what="sample")
+        self._channel.count_accepted()
+        if self._on_accepted is not None:
+            self._on_accepted(device.device.device_id, message)
+        return lines
 
 
 # (connection generation, MQTT packet id, QoS) of a message waiting for its points.
@@ -151,7 +112,8 @@ AckToken = tuple[int, int, int]
 
 
 class Batcher:
-    """Batches points; acknowledges each message's token once its points are stored."""
+    """Batches points; acknowledges each message's token once its points are stored, spooled
+    or (refused by InfluxDB) set aside in the dead-letter file."""
 
     def __init__(
         self,
@@ -162,6 +124,9 @@ class Batcher:
         max_points: int = 5000,
         max_delay_s: float = 1.0,
         max_pending_points: int = 100_000,
+        spool: Spool | None = None,
+        dead_letter: DeadLetterFile | None = None,
+        max_retry_delay_s: float = 5.0,
     ) -> None:
         self._writer = writer
         self._ack = ack
@@ -169,6 +134,9 @@ class Batcher:
         self._max_points = max_points
         self._max_delay = max_delay_s
         self._max_pending = max(max_pending_points, max_points)
+        self._spool = spool
+        self._dead_letter = dead_letter
+        self._max_retry_delay = max_retry_delay_s
         self._cond = threading.Condition()
         self._lines: list[str] = []
         self._tokens: list[AckToken] = []
@@ -177,11 +145,39 @@ class Batcher:
         self._abandon = False
         self._thread: threading.Thread | None = None
         self._errors = RateLimitedLog(log, 10.0)
+        # InfluxDB's state as last seen: after a retryable failure, the next attempt waits
+        # until _next_attempt (backoff), and batches go straight to the spool meanwhile.
+        self._influx_ok = True
+        self._retry_delay = 0.5
+        self._next_attempt = 0.0
+        # What is left of the spool's oldest record after a replay failed part-way.
+        self._replay_rest: list[str] | None = None
 
     @property
     def pending_points(self) -> int:
         with self._cond:
             return len(self._lines)
+
+    def spool_status(self) -> dict[str, int | float]:
+        """The spool's depth for metrics and status: points, batches (records), bytes not
+        yet replayed, bytes on disk, and the age of the oldest record in seconds (a float,
+        0.0 when empty). All zero without a spool."""
+        if self._spool is None:
+            return {
+                "spool_points": 0,
+                "spool_records": 0,
+                "spool_bytes": 0,
+                "spool_disk_bytes": 0,
+                "spool_oldest_age_s": 0.0,
+            }
+        depth = self._spool.depth()
+        return {
+            "spool_points": depth.points,
+            "spool_records": depth.records,
+            "spool_bytes": depth.bytes,
+            "spool_disk_bytes": depth.disk_bytes,
+            "spool_oldest_age_s": round(depth.oldest_age_s, 3),
+        }
 
     def add(self, lines: list[str], token: AckToken | None = None) -> None:
         """Queue points (and the ack they wait for). Blocks while too much is pending,
@@ -204,23 +200,34 @@ class Batcher:
         self._thread.start()
 
     def stop(self, timeout_s: float = 8.0) -> bool:
-        """Flush what is pending, then stop. False if it could not be stored in time;
+        """Store what is pending (or spool it when InfluxDB cannot take it), then stop. False
+        if that could not be done in time (spool full and InfluxDB down, or a write hanging);
         those messages stay unacknowledged and the broker delivers them again."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            with self._cond:
-                self._abandon = True
-                self._cond.notify_all()
-            self._thread.join(2.0)
-            return False
-        return True
+        done = True
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                with self._cond:
+                    self._abandon = True
+                    self._cond.notify_all()
+                self._thread.join(2.0)
+                done = False
+        elif self._spool is not None:
+            self._spool.close()  # never started; otherwise the thread closes it as it ends
+        return done
+
+    def _replay_due(self) -> bool:
+        return (
+            self._spool is not None
+            and time.monotonic() >= self._next_attempt
+            and len(self._spool) > 0
+        )
 
     def _take(self) -> tuple[list[str], list[AckToken]] | None:
+        """The next batch; ([], []) when the spool is due for a replay; None once stopped."""
         with self._cond:
             while True:
                 pending = bool(self._lines or self._tokens)
@@ -235,47 +242,181 @@ class Batcher:
                     return lines, tokens
                 if self._stopping:
                     return None
+                if self._replay_due():
+                    return [], []
                 wait = self._max_delay
                 if self._oldest is not None:
                     wait = max(0.0, self._oldest + self._max_delay - time.monotonic())
+                if self._spool is not None and len(self._spool) > 0:
+                    wait = min(wait, max(0.0, self._next_attempt - time.monotonic()))
                 self._cond.wait(wait)
+                if self._spool is not None:
+                    self._spool.sync_if_due()
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            lines, tokens = batch
-            if not self._store(lines):
-                return
-            if tokens:
-                self._ack(tokens)
+        try:
+            while (batch := self._take()) is not None:
+                lines, tokens = batch
+                if not self._deliver(lines):
+                    return
+                if tokens:
+                    self._ack(tokens)
+        finally:
+            if self._spool is not None and self._stopping:
+                self._spool.close()
 
-    def _store(self, lines: list[str]) -> bool:
-        """Write with retries. False when abandoned during shutdown (nothing acked)."""
-        delay = 0.5
+    # -- delivery ----------------------------------------------------------------------------
+    def _deliver(self, lines: list[str]) -> bool:
+        """Store, spool or dead-letter ``lines``, replaying the spool first when due. False
+        when abandoned during shutdown (nothing acknowledged)."""
         while True:
+            if self._replay_due():
+                self._replay()
+            spool_holds = self._spool is not None and len(self._spool) > 0
+            if not spool_holds and lines:
+                if self._stopping and not self._influx_ok and self._spool is not None:
+                    pass  # InfluxDB was failing: spool now rather than wait for a timeout
+                elif time.monotonic() >= self._next_attempt or self._spool is None:
+                    lines = self._write(lines)
+            if not lines:
+                return True
+            # InfluxDB cannot take them now, or the spool holds older batches: behind those.
+            if self._spool is not None:
+                try:
+                    self._spool.append(lines)
+                except SpoolFull as exc:
+                    self._errors.log(
+                        "full",
+                        logging.ERROR,
+                        f"SPOOL FULL: {len(lines)} points held unacknowledged (the broker keeps "
+                        f"the rest) until InfluxDB takes the spool; {self._depth_text()}: {exc}",
+                    )
+                except SpoolError as exc:
+                    self._errors.log(
+                        "spool",
+                        logging.ERROR,
+                        f"cannot spool: {len(lines)} points held unacknowledged: {exc}",
+                    )
+                else:
+                    with self._stats.lock:
+                        self._stats.spooled_points += len(lines)
+                    self._errors.log(
+                        "spooled",
+                        logging.WARNING,
+                        f"InfluxDB unavailable: {len(lines)} points spooled and acknowledged; "
+                        f"{self._depth_text()}",
+                    )
+                    return True
+            # Hold them (and their acks): wait, then try again.
+            with self._cond:
+                if self._abandon:
+                    return False
+                self._cond.wait(max(0.05, self._next_attempt - time.monotonic()))
+                if self._abandon:
+                    return False
+
+    def _replay(self) -> None:
+        """Write spooled records oldest first, for up to about a second (so that new batches
+        are taken, and acknowledged, in between); stop at the first retryable failure."""
+        assert self._spool is not None
+        until = time.monotonic() + max(self._max_delay, 0.5)
+        while time.monotonic() < until:
             try:
-                self._writer.write(lines)
+                record = self._spool.peek()
+            except OSError as exc:
+                self._errors.log("spool", logging.ERROR, f"cannot read the spool: {exc}")
+                self._backoff()
+                return
+            if record is None:
+                log.info("spool replayed: InfluxDB has every spooled point")
+                return
+            rest = self._write(self._replay_rest or record.lines, replay=True)
+            if rest:
+                # Not (all) stored: the record stays; the next attempt resumes with what is
+                # left, so points already stored or set aside are not sent again.
+                self._replay_rest = rest
+                return
+            self._replay_rest = None
+            self._spool.pop(record)
+            with self._stats.lock:
+                self._stats.replayed_points += record.points
+
+    def _depth_text(self) -> str:
+        status = self.spool_status()
+        return (
+            f"spool holds {status['spool_points']} points in {status['spool_records']} batches, "
+            f"{status['spool_disk_bytes']} bytes on disk, oldest "
+            f"{status['spool_oldest_age_s']:.0f} s old"
+        )
+
+    def _backoff(self) -> None:
+        self._influx_ok = False
+        self._next_attempt = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, self._max_retry_delay)
+
+    def _write(self, lines: list[str], *, replay: bool = False) -> list[str]:
+        """Write, splitting a refused batch in halves until each refused point is found and
+        set aside. Returns the points not stored because InfluxDB is unavailable ([] when
+        everything was stored or set aside)."""
+        chunks = deque([lines])
+        while chunks:
+            chunk = chunks.popleft()
+            started = time.monotonic()
+            try:
+                self._writer.write(chunk)
             except WriteError as exc:
                 with self._stats.lock:
+                    self._stats.writes += 1
+                    self._stats.write_seconds_total += time.monotonic() - started
                     self._stats.write_errors += 1
-                if not exc.retryable:
-                    # InfluxDB refused the points themselves; retrying cannot help.
-                    with self._stats.lock:
-                        self._stats.refused_points += len(lines)
-                    log.error("write refused, %d points not stored: %s", len(lines), exc)
-                    return True
-                self._errors.log(
-                    "retry",
-                    logging.WARNING,
-                    f"write failed, {len(lines)} points held, retrying in {delay:.1f} s: {exc}",
-                )
-                with self._cond:
-                    if self._abandon:
-                        return False
-                    self._cond.wait(delay)
-                    if self._abandon:
-                        return False
-                delay = min(delay * 2, 30.0)
+                if exc.retryable:
+                    self._backoff()
+                    self._errors.log(
+                        "retry",
+                        logging.WARNING,
+                        f"write of {len(chunk)} points failed, retrying in "
+                        f"{self._next_attempt - time.monotonic():.1f} s"
+                        f"{' (replaying the spool)' if replay else ''}: {exc}",
+                    )
+                    return [line for c in (chunk, *chunks) for line in c]
+                parts = split_refused(chunk, influx_reason(str(exc))) if len(chunk) > 1 else None
+                if parts is None:
+                    self._set_aside(chunk, exc)
+                else:
+                    # The refusal may concern some points among many: find them.
+                    self._errors.log(
+                        "split",
+                        logging.WARNING,
+                        f"InfluxDB refused a write of {len(chunk)} points, splitting it to "
+                        f"find the refused ones: {exc}",
+                    )
+                    chunks.extendleft(reversed(parts))
                 continue
             with self._stats.lock:
-                self._stats.stored_points += len(lines)
-            return True
+                self._stats.writes += 1
+                self._stats.write_seconds_total += time.monotonic() - started
+                self._stats.stored_points += len(chunk)
+            if not self._influx_ok:
+                log.info("InfluxDB answers again")
+            self._influx_ok = True
+            self._retry_delay = 0.5
+            self._next_attempt = 0.0
+        return []
+
+    def _set_aside(self, points: list[str], exc: WriteError) -> None:
+        reason = influx_reason(str(exc))
+        where = "the log (no dead-letter file)"
+        if self._dead_letter is not None:
+            if self._dead_letter.add(points, exc.status, reason):
+                where = str(self._dead_letter.path)
+        else:
+            log.error("refused points:\n%s", "\n".join(points))
+        with self._stats.lock:
+            self._stats.refused_points += len(points)
+            self._stats.dead_letter_points += len(points)
+        self._errors.log(
+            "dead",
+            logging.ERROR,
+            f"InfluxDB refused {len(points)} point{'s' if len(points) > 1 else ''} "
+            f"(HTTP {exc.status}), set aside in {where}: {reason}",
+        )

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .lineprotocol import check_tag_text, encode_tags
 from .vocabulary import DEVICE_ID_PATTERN, KINDS
 
-COLUMNS = ("device_id", "kind", "district", "site", "lat", "lon", "interval_s")
+COLUMNS = ("device_id", "kind", "district", "site", "lat", "lon", "interval_s", "threshold_cm")
 DEFAULT_INTERVAL_S = 60.0
 
 
@@ -57,6 +57,8 @@ class Device(BaseModel):
     lon: Annotated[float, Field(ge=-180, le=180)] | None = None
     # How often the board reports; liveness and completeness KPIs derive from it.
     interval_s: Annotated[float, Field(gt=0, le=86400)] = DEFAULT_INTERVAL_S
+    # Water boards: the alert level (cm, same datum as water_level) the KPIs watch.
+    threshold_cm: Annotated[float, Field(ge=-500, le=5000)] | None = None
 
     @field_validator("kind")
     @classmethod

@@ -83,3 +83,46 @@ KINDS: tuple[str, ...] = tuple(KIND_MEASUREMENTS)
 # Storage measurements the gateway writes besides the vocabulary's.
 DEVICE_INFO_MEASUREMENT = "device_info"
 GATEWAY_STATS_MEASUREMENT = "gateway_stats"
+
+# Board health (city/{id}/health) and liveness (city/{id}/status, timeouts), stored by the
+# gateway; README "InfluxDB schema as built" documents the fields.
+DEVICE_HEALTH_MEASUREMENT = "device_health"
+DEVICE_STATUS_MEASUREMENT = "device_status"
+
+HealthFieldType = Literal["float", "str"]
+
+
+@dataclass(frozen=True)
+class HealthField:
+    field: str
+    unit: str
+    type: HealthFieldType = "float"
+    minimum: float = -math.inf
+    maximum: float = math.inf
+    max_length: int = 0  # strings only
+
+
+RESET_CAUSES: tuple[str, ...] = ("power", "hard", "wdt", "deepsleep", "soft", "unknown")
+
+# Every field of a health message but `t` (optional, each). Numbers are stored as floats.
+HEALTH_FIELDS: dict[str, HealthField] = {
+    f.field: f
+    for f in (
+        HealthField("battery", "V", "float", 0, 6),
+        HealthField("rssi", "dBm", "float", -130, 0),
+        HealthField("heap_free", "bytes", "float", 0),
+        HealthField("uptime", "s", "float", 0),
+        HealthField("buffered", "samples", "float", 0),
+        HealthField("dropped", "samples", "float", 0),
+        HealthField("fw", "", "str", max_length=32),
+        HealthField("reset_cause", "", "str", max_length=16),  # one of RESET_CAUSES
+        HealthField("faults", "", "str", max_length=1024),  # "sensor:fault,sensor:fault"
+        HealthField("config_error", "", "str", max_length=1024),
+    )
+}
+# Derived by the gateway: how many entries `faults` lists.
+HEALTH_FAULT_COUNT = "fault_count"
+
+# device_status: why a device is online or offline now.
+LIVENESS_STATES: tuple[str, ...] = ("online", "offline")
+LIVENESS_REASONS: tuple[str, ...] = ("status", "will", "timeout", "telemetry")

@@ -1,0 +1,85 @@
+"""What the health and status handlers share: topic to registered device, counting, logging.
+
+Topics are ``{prefix}/{device_id}/{channel}``; the channel (``telemetry``, ``health``,
+``status``) picks the handler. Rejections are counted in the same ``Stats`` as telemetry's
+(by reason) and logged the same way, at most once per reason per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .logs import RateLimitedLog
+from .messages import MessageRejected, Reason, Rejection
+from .registry import RegisteredDevice, Registry
+from .stats import Stats
+from .vocabulary import DEVICE_ID_RE
+
+
+def topic_levels(topic: str, prefix: str) -> list[str]:
+    """The topic's levels after ``prefix/``; [] when the prefix does not match."""
+    head = prefix + "/"
+    return topic[len(head) :].split("/") if topic.startswith(head) else []
+
+
+def topic_channel(topic: str, prefix: str) -> str | None:
+    """``telemetry``, ``health``, ``status`` ... for ``{prefix}/{id}/{channel}``, else None."""
+    levels = topic_levels(topic, prefix)
+    return levels[1] if len(levels) == 2 else None
+
+
+class DeviceChannel:
+    """Looks up the device a topic names and counts and logs what is accepted or rejected."""
+
+    def __init__(
+        self,
+        channel: str,
+        topic_prefix: str,
+        registry: Callable[[], Registry],
+        stats: Stats,
+        rejection_log: RateLimitedLog,
+    ) -> None:
+        self.channel = channel
+        self._prefix = topic_prefix
+        self._registry = registry
+        self._stats = stats
+        self._rejection_log = rejection_log
+
+    def device(self, topic: str) -> RegisteredDevice:
+        levels = topic_levels(topic, self._prefix)
+        if len(levels) != 2 or levels[1] != self.channel:
+            raise MessageRejected(Reason.BAD_TOPIC, f"topic {topic!r} is not {self.channel}")
+        device_id = levels[0]
+        if not DEVICE_ID_RE.match(device_id):
+            raise MessageRejected(
+                Reason.BAD_TOPIC,
+                f"device id {device_id!r} must be 3-32 of a-z 0-9 -, starting with a letter",
+            )
+        device = self._registry().get(device_id)
+        if device is None:
+            raise MessageRejected(Reason.UNKNOWN_DEVICE, f"device={device_id} is not registered")
+        return device
+
+    def count_received(self) -> None:
+        with self._stats.lock:
+            self._stats.received += 1
+
+    def count_accepted(self) -> None:
+        with self._stats.lock:
+            self._stats.accepted += 1
+
+    def reject(self, rejection: Rejection, topic: str, *, what: str | None = None) -> None:
+        """Count and log; ``what`` None = the whole message, else the part (a field)."""
+        with self._stats.lock:
+            stats = self._stats
+            counter = stats.rejected_messages if what is None else stats.rejected_samples
+            counter[rejection.reason.value] += 1
+        levels = topic_levels(topic, self._prefix)
+        device = levels[0] if levels and DEVICE_ID_RE.match(levels[0]) else "?"
+        self._rejection_log.log(
+            rejection.reason.value,
+            logging.WARNING,
+            f"rejected {self.channel} {what or 'message'} reason={rejection.reason.value} "
+            f"device={device} topic={topic!r}: {rejection.detail}",
+        )
