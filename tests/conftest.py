@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from services import Services, influx_drop_and_create, start_services, stop_services
+from services import (
+    Services,
+    clear_retained,
+    influx_drop_and_create,
+    start_services,
+    stop_services,
+)
 
 _ids = itertools.count()
 
@@ -29,8 +35,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 @pytest.fixture
 def influx(services: Services) -> Services:
-    """The services with an empty `urbanpulse` database."""
+    """The services with an empty `urbanpulse` database and no retained messages."""
     influx_drop_and_create(services)
+    clear_retained(services)
     return services
 
 

@@ -129,3 +129,39 @@ def _results(response: urllib3.BaseHTTPResponse, q: str) -> list[dict[str, Any]]
         if "error" in result:
             raise InfluxQueryError(f"{q!r}: {result['error']}")
     return results
+
+
+def clear_retained(s: Services, timeout_s: float = 5.0) -> int:
+    """Delete every retained message on the shared broker (boards' status, for one): a later
+    test's gateway would otherwise receive them. Returns how many were cleared."""
+    import threading
+    import uuid
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    marker = f"test-marker/{uuid.uuid4().hex}"
+    retained: set[str] = set()
+    done = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == marker:
+            done.set()  # retained messages come right after SUBACK, before this
+        elif msg.retain and msg.payload:
+            retained.add(msg.topic)
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cleaner-{uuid.uuid4().hex}")
+    client.on_message = on_message
+    client.connect(s.mqtt_host, s.mqtt_port)
+    client.loop_start()
+    try:
+        client.subscribe("#", qos=1)
+        client.publish(marker, b"x", qos=1)
+        if not done.wait(timeout_s):
+            raise AssertionError(f"broker at {s.mqtt_host}:{s.mqtt_port} did not echo {marker}")
+        for topic in sorted(retained):
+            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout_s)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return len(retained)

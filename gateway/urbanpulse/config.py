@@ -223,9 +223,6 @@ class KpiSettings(_Section):
     twilight_margin_min: Annotated[float, Field(ge=0, le=180)] = 30.0
     # Lamp on in daylight + off at night for at least this long in a window = a fault.
     fault_min_h: Annotated[float, Field(gt=0)] = 0.25
-    # A device is online (and a state holds) up to this many reporting intervals.
-    timeout_factor: Annotated[float, Field(ge=1)] = 3.0
-
     @model_validator(mode="after")
     def _check(self) -> KpiSettings:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -99,6 +99,8 @@ class KpiEngine:
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.settings: KpiSettings = settings.kpi
+        # One notion of "online" for liveness and the KPIs.
+        self.timeout_factor = settings.liveness.timeout_factor
         self.tz = ZoneInfo(self.settings.timezone)
         self.periods = DayPeriods(
             self.settings.day_start_h, self.settings.evening_start_h, self.settings.night_start_h
@@ -191,7 +193,9 @@ class KpiEngine:
         """Line-protocol points for the given hours and local days (and the AQI alone for
         ``aqi_hours``), and the DELETE statements to run before writing them (event points
         of recomputed windows)."""
-        ctx = _Context(self.settings, self._registry(), now, self._reader, self.tz)
+        ctx = _Context(
+            self.settings, self._registry(), now, self._reader, self.tz, self.timeout_factor
+        )
         for span in spans(aqi_hours):
             ctx.air_hourly(span, aqi_only=True)
         for span in spans(hours):
@@ -224,9 +228,16 @@ class _Context:
     """One run: the registry, the clock, the points produced."""
 
     def __init__(
-        self, settings: KpiSettings, registry: Registry, now: int, reader: Reader, tz: ZoneInfo
+        self,
+        settings: KpiSettings,
+        registry: Registry,
+        now: int,
+        reader: Reader,
+        tz: ZoneInfo,
+        timeout_factor: float,
     ) -> None:
         self.s = settings
+        self.timeout_factor = timeout_factor
         self.now = now
         self.reader = reader
         self.tz = tz
@@ -248,7 +259,7 @@ class _Context:
         return {"level": "device", **d.tags}
 
     def hold_ms(self, d: Device) -> int:
-        return int(self.s.timeout_factor * d.interval_s * 1000)
+        return int(self.timeout_factor * d.interval_s * 1000)
 
     def carry_ms(self, kind: str) -> int:
         return max((self.hold_ms(d) for d in self.by_kind[kind]), default=0)
