@@ -32,7 +32,7 @@ cause, wdt = startup.hardware(cfg)
 objs = startup.build_sensors(cfg, errors)
 del startup
 hw.unload("startup")
-for name in ("telemetry", "mqtt_codec", "mqtt_conn", "mqtt_session", "mqtt", "uplink", "cmd",
+for name in ("telemetry", "mqtt", "uplink",
              "mainloop"):
     gc.collect()
     __import__("urbanpulse_fw." + name)

@@ -70,12 +70,13 @@ class Chip(Regs):
 
     def raw(self):
         d = self.fixed or dict(self.sim.read(clock.now_ms()))
-        tc, pc, hc = self.cal
-        at = _search(lambda a: bme280.comp_t(a, tc)[1], round(d["temperature"] * 100), 0,
-                     0xFFFFF, True)
-        tf = bme280.comp_t(at, tc)[0]
-        ap = _search(lambda a: bme280.comp_p(a, tf, pc), round(d["pressure"] * 25600), 0,
-                     0xFFFFF, False)
-        ah = _search(lambda a: bme280.comp_h(a, tf, hc), round(d["humidity"] * 1024), 0,
-                     0xFFFF, True)
+        c = self.cal[0] + self.cal[1] + self.cal[2]
+        f = bme280.compensate
+        # Temperature first: pressure and humidity depend on it (t_fine).
+        at = _search(lambda a: f(c, a, 0, 0)[0], round(d["temperature"] * 100), 0, 0xFFFFF,
+                     True)
+        ap = _search(lambda a: f(c, at, a, 0)[1], round(d["pressure"] * 25600), 0, 0xFFFFF,
+                     False)
+        ah = _search(lambda a: f(c, at, ap, a)[2], round(d["humidity"] * 1024), 0, 0xFFFF,
+                     True)
         return at, ap, ah

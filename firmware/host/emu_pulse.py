@@ -37,7 +37,7 @@ class Chip:
         if self.fault == "stuck":
             return
         if self.auto:
-            h = clock.local_hour(clock.now_ms())
+            h = base.local_hour(clock.now_ms())
             flow = self.capacity * (0.03 + 0.4 * base.activity(h) + 0.55 * base.rush(h))
             self.queue += self.rng.poisson(flow * dt / 3600)
         if pin.handler is None:

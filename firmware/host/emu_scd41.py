@@ -5,7 +5,7 @@ import time
 
 from hostbus import nack
 from urbanpulse_fw import clock
-from urbanpulse_fw.drivers.crc import crc8_sensirion
+from urbanpulse_fw.drivers.scd41 import crc8_sensirion
 from urbanpulse_fw.sim import base
 
 
@@ -62,6 +62,6 @@ class Chip:
         return r
 
     def physics(self):
-        h = clock.local_hour(clock.now_ms())
+        h = base.local_hour(clock.now_ms())
         co2 = 420 + 180 * base.rush(h) + 60 * base.activity(h) + 15 * self.rng.gauss()
         return int(base.clamp(co2, 400, 5000)), 15 + 5 * base.activity(h), 55.0

@@ -1,8 +1,8 @@
 # The emulated chips of one simulated board, in their own MicroPython process (started by
 # host/hostlink.py, in the board's folder, on the board's MICROPYPATH): answers the board's bus
 # transactions with hostbus.py's objects and the chips behind them. Exits when the board does.
-import binascii
-import json
+# The frames are binary (hostlink.py describes them): the board's side allocates no more than a
+# C bus driver would; this side has a heap of its own and may.
 import socket
 import struct
 import sys
@@ -10,49 +10,66 @@ import sys
 import hostbus
 from urbanpulse_fw import clock
 
+REQUEST = "<HBiiiqBH"
+REQUEST_LEN = struct.calcsize(REQUEST)
+INT, NONE, BYTES, ERR, IRQ = range(5)
+
 _now = [0]
-clock.now_ms = lambda: _now[0]  # the board's wall clock (emulated, maybe not set yet)
+_host_ms = clock.now_ms
+# The board's wall clock (emulated, maybe not set yet), or when it is the host's, the host's.
+clock.now_ms = lambda: _now[0] or _host_ms()
 _objs = {}
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(struct.pack("H", socket.AF_UNIX) + b"hostbus.sock\0")
 
 
-def dec(a):
-    if type(a) is dict:
-        return binascii.unhexlify(a["b"]) if "b" in a else _objs[a["o"]]
-    return a
+def answer(kind, n=0):
+    s.write(struct.pack("<BI", kind, n))
 
 
 def irq(p):
     # A chip drives the pin: the board runs the handler now (pulse timing is kept).
-    s.write(json.dumps(["i", p.link_id]) + "\n")
-    s.readline()
+    answer(IRQ, p.link_id)
+    s.read(1)
+
+
+def handle(o, args, name, d):
+    if name in ("I2C", "UART", "Pin", "ADC"):  # hostbus.I2C(id), UART(id, chip=), ...
+        a = args[0]
+        t = getattr(hostbus, name)
+        chip = d.decode() if d else None
+        obj = _objs[o] = t(a) if name == "I2C" else t(_objs[a] if name == "ADC" else a,
+                                                         chip=chip)
+        obj.link_id = o
+        return None
+    if name == "irq":
+        args[1] = irq if args[1] else None
+    elif d is not None:
+        args.append(d)
+    return getattr(_objs[o], name)(*args)
 
 
 while True:
-    line = s.readline()
-    if not line:
-        break  # the board is gone
-    m = json.loads(line)
     try:
-        if m[0] == "n":
-            _now[0] = m[5]
-            o = _objs[m[1]] = getattr(hostbus, m[2])(
-                *[dec(a) for a in m[3]], **{k: dec(v) for k, v in m[4].items()})
-            o.link_id = m[1]
-            r = None
+        h = s.read(REQUEST_LEN)
+    except OSError:  # ECONNRESET: the board exited with a request unread
+        break
+    if not h or len(h) < REQUEST_LEN:
+        break  # the board is gone
+    o, n, a, b, c, _now[0], ln, ld = struct.unpack(REQUEST, h)
+    name = s.read(ln).decode()
+    d = s.read(ld) if n & 4 else None  # 4: a buffer (maybe empty) is the last argument
+    try:
+        r = handle(o, [a, b, c][:n & 3], name, d)
+        if r is None:
+            answer(NONE)
+        elif isinstance(r, (bytes, bytearray)):
+            answer(BYTES, len(r))
+            s.write(r)
         else:
-            _now[0] = m[4]
-            o = _objs[m[1]]
-            args = [dec(a) for a in m[3]]
-            if m[2] == "irq":
-                args[1] = irq if args[1] else None
-            r = getattr(o, m[2])(*args)
-            if isinstance(r, (bytes, bytearray)):
-                r = {"b": binascii.hexlify(r).decode()}
-        s.write(json.dumps(["r", r]) + "\n")
+            answer(INT, r)
     except OSError as e:
-        s.write(json.dumps(["e", e.args[0]]) + "\n")
+        answer(ERR, e.args[0])
     except Exception as e:  # a bug in an emulated chip: the board sees a bus error
         sys.print_exception(e)
-        s.write('["e", 5]\n')
+        answer(ERR, 5)

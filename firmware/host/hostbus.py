@@ -154,3 +154,7 @@ class ADC:
 
     def read_u16(self):
         return chip(self.key, self.kind).u16()
+
+    def read_uv(self):
+        # The ESP32's calibrated reading, on the emulated linear 0..3.3 V scale.
+        return self.read_u16() * 3300000 // 65535

@@ -1,17 +1,24 @@
 # Host stand-in for MicroPython's `network` module, for the firmware on the unix port (fleet
 # simulator, tests); never copied to a board. Only what urbanpulse_fw/hw.py uses: the host
-# is always online, so connect() succeeds at once. Kept tiny: the board's heap is 64 KiB.
+# is always online, so connect() succeeds at once. Kept tiny: it stands in for C code, and the
+# board's heap is 64 KiB.
 import os
 
 STA_IF = 0
 
+# Stable per board folder (the board runs in its own), so each simulated board has its own
+# RSSI and MAC.
+_h = 5381
+for _c in os.getcwd():
+    _h = (_h * 33 + ord(_c)) & 0xFFFFFFFF
+del _c
+
 
 class WLAN:
-    def __init__(self, *args):
-        self.ssid = None
+    ssid = None
 
-    def active(self, *args):
-        return True
+    def __init__(self, *args):
+        pass
 
     def connect(self, ssid, *args):
         self.ssid = ssid
@@ -20,14 +27,9 @@ class WLAN:
         return self.ssid is not None
 
     def status(self, *args):
-        # Stable per board folder, so each simulated board has its own RSSI and MAC.
-        h = 5381
-        for c in os.getcwd():
-            h = (h * 33 + ord(c)) & 0xFFFFFFFF
-        if args == ("rssi",):
-            return -60 - h % 25
-        return h
+        return -60 - _h % 25 if args == ("rssi",) else _h
+
+    active = status  # active(True): always active (hw.py ignores what it returns)
 
     def config(self, *args):
-        h = self.status()
-        return bytes([2, 0x55, h >> 24, (h >> 16) & 255, (h >> 8) & 255, h & 255])  # "mac"
+        return bytes([2, 0x55, _h >> 24, (_h >> 16) & 255, (_h >> 8) & 255, _h & 255])  # "mac"

@@ -15,5 +15,5 @@ def settime():
         raise OSError("ETIMEDOUT")
     from urbanpulse_fw import clock
 
-    if clock.emulated() and not clock.is_valid(clock.now_ms()):
-        clock.set_ms(time.time_ns() // 1000000)
+    if clock._anchor is not None and not clock.is_valid(clock.now_ms()):
+        clock._anchor = (time.time_ns() // 1000000, clock.ticks())  # the emulated wall clock

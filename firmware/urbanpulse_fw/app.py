@@ -4,15 +4,13 @@
 # config.py, the sensors' builder) is loaded, used and unloaded before the main loop's modules
 # are brought in, and each module is loaded after a collection (a 64 KiB heap is small).
 import gc
-import os
 import sys
 import time
 
 # The main loop's modules, imported one by one with a collection before each: compiling
 # from source needs several KiB for a moment, and on a 64 KiB heap it only fits when the
 # compiler's garbage of the previous module is gone (the order was measured to fit best).
-_MODULES = ("telemetry", "mqtt_codec", "mqtt_conn", "mqtt_session", "mqtt", "sim.base",
-            "clock", "uplink", "hw", "mainloop")  # cmd.py: at the first command
+_MODULES = ("telemetry", "mqtt", "uplink", "mainloop")
 
 
 def main(path="config.json"):
@@ -20,15 +18,14 @@ def main(path="config.json"):
 
     cfg, boot, errors, trial = startup.start(path)
     if cfg["clock_start_ms"] >= 0:
-        clock.emulate(cfg["clock_scale"], cfg["clock_start_ms"])
+        # Host only: run SCALE times faster, the wall clock reading start_ms now (0: unset).
+        clock.SCALE = cfg["clock_scale"]
+        clock._anchor = (cfg["clock_start_ms"], clock.ticks())
     cause, wdt = startup.hardware(cfg)
     objs = startup.build_sensors(cfg, errors)
     del startup
     hw.unload("startup")
-    # A command is answered at the first connect (config on trial, or a config command applied
-    # at this start): then cmd.py is loaded now, before the RAM buffer is sized.
-    early = ("cmd",) if trial or "cmd_ack" in os.listdir() else ()
-    for name in _MODULES + early:
+    for name in _MODULES:
         gc.collect()
         __import__("urbanpulse_fw." + name)
     wake = None

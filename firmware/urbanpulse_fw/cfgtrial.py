@@ -1,6 +1,6 @@
 # Remote config updates, applied at start (where config.py is loaded anyway: validating in
 # the running firmware would not fit a 64 KiB heap beside everything else).
-#   config.new    a "config" command's {"id": .., "config": {partial}}, saved by cmd.py
+#   config.new    a "config" command's {"id": .., "config": {partial}}, saved by mainloop.py
 #   config.json   the config in use (written atomically: temporary file, then rename)
 #   config.bak    the previous one, known to have worked
 #   config.trial  present while on trial: the number of starts with the new config so far

@@ -14,10 +14,12 @@ def to_unix_ms(ns, offset=EPOCH_OFFSET_S):
     return ns // 1000000 + offset * 1000
 
 
-# Host only (config "host_clock"): time runs SCALE times faster for the schedules and the
-# wall clock, so a day of sampling passes in minutes through the real code paths; and the
-# wall clock can start unset (as an ESP32's does) until hw.sync_time() succeeds. On a board
-# SCALE is 1 and _anchor None: ticks() is time.ticks_ms() and the RTC is the clock.
+# Host only (config "host_clock", set by app.py): time runs SCALE times faster for the
+# schedules and the wall clock, so a day of sampling passes in minutes through the real code
+# paths; and the wall clock can start unset (as an ESP32's does) until NTP succeeds (the
+# host's ntptime.py sets _anchor). On a board SCALE is 1 and _anchor None: ticks() is
+# time.ticks_ms() and the RTC is the clock. Real milliseconds of a span of ticks() (sleeping,
+# socket timeouts): span // SCALE.
 SCALE = 1
 _MASK = time.ticks_add(0, -1)  # type: ignore[type-var]  # ticks wrap at a power of two: masking keeps them consistent
 _anchor = None  # type: tuple | None  # (Unix ms, ticks()) of the emulated wall clock
@@ -30,25 +32,6 @@ def ticks():
     return (time.ticks_ms() * SCALE) & _MASK  # type: ignore[operator]
 
 
-def real_ms(ms):
-    """Real milliseconds of a span of ticks() (for sleeping and socket timeouts)."""
-    return ms // SCALE
-
-
-def emulate(scale, start_ms):
-    """Host only: run SCALE times faster, the wall clock reading start_ms now (0: unset)."""
-    global SCALE, _anchor
-    SCALE = scale
-    _anchor = (start_ms, ticks())
-
-
-def set_ms(t):
-    """Set the emulated wall clock (the host's NTP stand-in); no effect on a board's RTC."""
-    global _anchor
-    if _anchor is not None:
-        _anchor = (t, ticks())
-
-
 def now_ms():
     if _anchor is not None:
         return _anchor[0] + time.ticks_diff(ticks(), _anchor[1])
@@ -57,19 +40,5 @@ def now_ms():
     return (int(time.time()) + EPOCH_OFFSET_S) * 1000  # second resolution only
 
 
-def emulated():
-    return _anchor is not None
-
-
 def is_valid(t):
     return t >= MIN_VALID_MS
-
-
-def local_hour(t, offset=0):
-    """Hour of the local day as a float in [0, 24); t in Unix ms, offset from UTC in s."""
-    return ((t // 1000 + offset) % 86400) / 3600
-
-
-def day_of_year(t, offset=0):
-    """Approximate day of the year, 0 = 1 January (good to a day; enough for seasons)."""
-    return ((t // 1000 + offset) // 86400) % 365.2425

@@ -146,7 +146,7 @@ def validate(raw):
     c[k] = _get(raw, k, k, int, None, 1024, 1 << 24)
     k = "max_flash_bytes"
     # Default on a board and for deep sleep; on the host (fleet, tests) only when asked for:
-    # its code takes 3 KiB of a 64 KiB heap.
+    # its code takes 2.5 KiB of a 64 KiB heap.
     host = sys.platform in ("linux", "darwin") and raw.get("deep_sleep") is None
     c[k] = _get(raw, k, k, int, 0 if host else 262144, 0, 1 << 26)
     if 0 < c[k] < 4096:

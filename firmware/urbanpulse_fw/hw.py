@@ -1,5 +1,5 @@
-# The hardware layer, kept tiny: WiFi, unique id, reset, free heap, clock sync, watchdog,
-# reset cause, deep sleep, RTC memory, battery ADC, status LED.
+# The hardware layer, kept tiny: WiFi, unique id, reset, free heap, watchdog,
+# reset cause, deep sleep, RTC memory, battery ADC (the status LED: mainloop.py).
 # On the ESP32 `network` and `machine` are the real ones; on the host `network` comes from
 # firmware/host/ (put on MICROPYPATH by the fleet and the tests, never copied to a board).
 import gc
@@ -69,28 +69,3 @@ def unload(name):
     p = sys.modules.get("urbanpulse_fw")
     if p is not None and hasattr(p, name):
         delattr(p, name)
-
-
-_led = None
-
-
-def led(pin, on):
-    """Switch the status LED (no-op where there is no GPIO, e.g. the host)."""
-    global _led
-    if not ON_BOARD or pin is None:
-        return
-    if _led is None:
-        _led = machine.Pin(pin, machine.Pin.OUT)
-    _led.value(1 if on else 0)
-
-
-def sync_time():
-    """Set the clock from NTP; True if it worked. (On the host, firmware/host/ntptime.py
-    stands in: it sets the emulated clock of clock.emulate().)"""
-    try:
-        import ntptime
-
-        ntptime.settime()
-        return True
-    except Exception:
-        return False

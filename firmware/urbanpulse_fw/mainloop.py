@@ -1,16 +1,43 @@
 # The board's main loop: poll the sensors, sample each on its own schedule, batch into
 # telemetry messages, publish them at QoS 1 one at a time, and keep the samples until the
 # broker has them (RAM, then the flash spool; uplink.py keeps the connection). Also the health
-# report, remote commands (cmd.py), the watchdog and deep sleep. Few names and plain numbers
-# on purpose: every identifier costs heap.
+# report, remote commands, the watchdog and deep sleep. Few names, functions and modules on
+# purpose: every identifier and function object costs heap.
+#
+# Remote commands on {prefix}/{id}/cmd (QoS 1), each answered on {prefix}/{id}/cmd/ack:
+#   {"id":"c-17","op":"reboot"}                      -> {"id":"c-17","ok":true}
+#   {"id":"c-18","op":"set_interval","sensor":"air","interval_s":60}   name or kind
+#   {"id":"c-19","op":"identify","seconds":10}       blink the status LED
+#   {"id":"c-20","op":"flush"}                       publish the whole buffer now
+#   {"id":"c-21","op":"config","config":{...}}       see below
+# Anything wrong -> {"id":..,"ok":false,"error":"..."} naming the key and the value.
+#
+# "config" saves the partial config as config.new and reboots at once; at start cfgtrial.py
+# merges it into config.json, validates it (or refuses it with the reason), keeps the old
+# file as config.bak and puts the new one on trial; the answer goes out once the board is
+# connected again (validating in the running firmware would not fit a 64 KiB heap). If the
+# board does not reach the broker within rollback_s with the new config (or fails to start
+# with it 3 times), config.bak comes back. (The commands were a module of their own, loaded
+# at the first command: in a heap fragmented by a long run its code could find no block big
+# enough, so they are here, loaded at start.)
 import gc
 import json
 import os
 import sys
 import time
 
-from urbanpulse_fw import FW_VERSION, clock, hw, telemetry, uplink
+import machine
 
+from urbanpulse_fw import FW_VERSION, clock, hw, mqtt, telemetry, uplink
+
+_led = None  # the status LED's Pin, made at the first blink
+
+
+def _num(d, key, lo, hi, default=None):
+    v = d.get(key, default)
+    if type(v) not in (int, float) or not lo <= v <= hi:
+        raise ValueError("%s must be a number %r..%r, got %r" % (key, lo, hi, v))
+    return v
 
 
 class MainLoop:
@@ -69,15 +96,24 @@ class MainLoop:
             hw.free_heap(), self.outbox.max_bytes))
         self.up.start()
         n = cfg["max_messages"]
+        oom = 0  # MemoryErrors in a row: one episode, logged once
         try:
             while n is None or self.acked < n:
                 try:
                     self.step()
+                    oom = 0
                 except MemoryError as e:
-                    # Logged and survived: a reset would lose the RAM buffer as well.
+                    # A collection and a growing pause (a retry at once only spins); if it
+                    # persists, a clean stop (the buffer to flash) and a reset.
                     gc.collect()
-                    sys.print_exception(e)
-                    self.log("out of memory (heap free %d)" % hw.free_heap())
+                    oom += 1
+                    if oom == 1:
+                        sys.print_exception(e)
+                        self.log("out of memory (heap free %d)" % hw.free_heap())
+                    if oom > 11:
+                        self.stop()
+                        hw.reset()
+                    time.sleep_ms(min(1000, 10 << oom))
                 gc.collect()
             self.log("stopping: %d telemetry messages acknowledged" % self.acked)
         except KeyboardInterrupt:
@@ -85,14 +121,27 @@ class MainLoop:
         self.stop()
 
     def stop(self):
-        """Keep what is unsent in flash (it goes out after the next start), say offline."""
+        """Say offline, then keep what is unacknowledged in flash (it goes out after the next
+        start)."""
         ob = self.outbox
+        # Say offline (retained) and disconnect; if that fails the will says it for us. First:
+        # while waiting for its PUBACK, the one of a telemetry message in flight comes too.
+        c = self.up.client
+        if c.connected:
+            try:
+                pid = c.publish(self.up.topic + "status", uplink.OFFLINE, 1, True)
+                n = time.ticks_add(time.ticks_ms(), 2000)  # wait for the PUBACK, not forever
+                while pid in c.inflight() and time.ticks_diff(n, time.ticks_ms()) > 0:
+                    c.poll(50)
+            except mqtt.MQTTError as e:
+                self.log("offline status not confirmed: %s" % e)
+            c.disconnect()
         try:
-            ob.spill()
+            ob.spill(True)  # the message in flight too: it was not acknowledged
         except OSError as e:
             self.log("spill failed: %s" % e)
         self.log("%d samples taken, kept for later: %d samples" % (self.taken, ob.held()))
-        self.up.shutdown()
+        self.log("offline")
 
     def step(self):
         now = clock.ticks()
@@ -120,7 +169,14 @@ class MainLoop:
         if up.wifi_up and time.ticks_diff(now, self.next_clock) >= 0:
             # NTP again in 6 h (an ESP32's RTC drifts seconds a day); after a failure in 2 s,
             # doubling up to 5 minutes.
-            if hw.sync_time():
+            try:
+                import ntptime  # on the host: firmware/host/ntptime.py
+
+                ntptime.settime()
+                ok = True
+            except Exception:
+                ok = False
+            if ok:
                 self.ntp_ms = 2000
                 self.next_clock = time.ticks_add(now, 21600000)
             else:
@@ -141,16 +197,16 @@ class MainLoop:
             if time.ticks_diff(now, self.next_health) >= 0:
                 self.health(now)
         elif self.trial is not None and time.ticks_diff(now, self.trial) >= 0:
-            self.cmd("rollback")
+            self.rollback()
         if self.blink is not None:
-            self.identify(now)
+            self.identify(now)  # blinking after an "identify" command
             wait = min(wait, 250 * clock.SCALE)
         if self.reboot_at is not None and (
                 not up.client.inflight() or time.ticks_diff(now, self.reboot_at) >= 0):
             self.log("rebooting")
             self.stop()
             hw.reset()
-        up.wait(clock.real_ms(wait - time.ticks_diff(clock.ticks(), now)))
+        up.wait((wait - time.ticks_diff(clock.ticks(), now)) // clock.SCALE)  # real ms
         if self.wdt is not None:
             # Fed here only, after a whole pass: a pass that hangs (a sensor, the network,
             # a bug) stops feeding it and the watchdog resets the board.
@@ -160,7 +216,7 @@ class MainLoop:
         ob = self.outbox
         self.taken += 1
         if not clock.is_valid(t):
-            rest = telemetry.encode_fields(fields)
+            rest = bytes(telemetry.encode(b"", fields))
             # Not stamped yet: keep the tick count and stamp it once NTP has set the clock.
             if self.clock_ok:
                 self.log("clock not set, keeping samples until NTP")
@@ -177,75 +233,148 @@ class MainLoop:
             self.log("clock set: %d samples stamped" % len(self.early))
             while self.early:
                 e = self.early.pop(0)
-                ob.add(telemetry.stamp(t - time.ticks_diff(now, e[0]), e[1]))
+                ob.add(b'{"t":%d' % (t - time.ticks_diff(now, e[0])) + e[1])
         self.clock_ok = True
-        ob.add(telemetry.sample_view(t, fields))  # copied into the outbox: no allocation
+        ob.add(telemetry.encode(b'{"t":%d' % t, fields))  # copied into the outbox: no allocation
 
     def health(self, now):
         c = self.up.client
         if self.health_pid in c.inflight() or not clock.is_valid(clock.now_ms()):
             return  # one report at a time, and only with a real timestamp
         self.next_health = time.ticks_add(now, self.health_ms)
-        self.health_pid = c.publish(self.up.topic + "health", self.report(), 1)
-
-    def report(self):
-        # The health report (schema: /tmp/team/schema.md), formatted in one go (few
-        # allocations); every field but t is optional, so unknown ones are left out.
+        # The health report (CONTRACT.md), sent in parts: no allocation the size of the whole
+        # report, which a long-running 64 KiB heap may not have in one piece. Every field but
+        # t is optional, so unknown ones are left out.
         cfg = self.cfg
         ob = self.outbox
-        x = ""
+        f = ""  # "name:fault,..." (a loop: a generator would be one more function object)
+        for s in self.sensors:
+            if s.fault:
+                f += ("," if f else "") + "%s:%s" % (s.name, s.fault)
+        parts = [('{"t":%d,"heap_free":%d,"uptime":%d,"buffered":%d,"dropped":%d,"fw":"%s",'
+                  '"reset_cause":"%s"' % (
+                      clock.now_ms(), hw.free_heap(),
+                      time.ticks_diff(clock.ticks(), self.started) // 1000, ob.held(),
+                      ob.lost(), FW_VERSION, self.cause)).encode(),
+                 (',"faults":%s' % json.dumps(f)).encode()]
         r = hw.wifi_rssi()
         if r is not None:
-            x = ',"rssi":%d' % r
+            parts.append(b',"rssi":%d' % r)
         if cfg["battery_pin"] is not None:
             from urbanpulse_fw import hwmisc
 
             v = hwmisc.battery_volts(cfg["battery_pin"], cfg["battery_ratio"])
             hw.unload("hwmisc")
             if v is not None:
-                x += ',"battery":%s' % telemetry.format_float(v)
+                parts.append((',"battery":%s' % telemetry.format_float(v)).encode())
         if self.errors:
-            x += ',"config_error":%s' % json.dumps("; ".join(self.errors))
-        f = ",".join("%s:%s" % (s.name, s.fault) for s in self.sensors if s.fault)
-        return ('{"t":%d,"heap_free":%d,"uptime":%d,"buffered":%d,"dropped":%d,"fw":"%s",'
-                '"reset_cause":"%s","faults":%s%s}' % (
-                    clock.now_ms(), hw.free_heap(),
-                    time.ticks_diff(clock.ticks(), self.started) // 1000, ob.held(), ob.lost(),
-                    FW_VERSION, self.cause, json.dumps(f), x)).encode()
-
-    def identify(self, now):
-        b = self.blink
-        if b is None:
-            return
-        if time.ticks_diff(now, b[0]) >= 0:
-            hw.led(self.cfg["led_pin"], False)
-            self.log("identify: done, %d blinks" % (b[1] // 2))
-            self.blink = None
-            return
-        b[1] += 1
-        hw.led(self.cfg["led_pin"], b[1] & 1)
+            parts.append((',"config_error":%s' % json.dumps("; ".join(self.errors))).encode())
+        parts.append(b"}")
+        self.health_pid = c.publish(self.up.topic + "health", parts, 1)
 
     def on_connect(self):
         up = self.up
         up.client.subscribe(up.topic + "cmd", 1)
-        if self.trial is not None or "cmd_ack" in os.listdir():
-            self.cmd("connected")  # confirm the new config / answer a config command
+        # Answer a config command applied at this start (cfgtrial.py), confirm a config on
+        # trial.
+        try:
+            with open("cmd_ack") as f:
+                up.client.publish(up.topic + "cmd/ack", f.read().encode(), 1)
+            os.remove("cmd_ack")
+        except OSError:
+            pass
+        if self.trial is not None:
+            try:
+                os.remove("config.trial")
+            except OSError:
+                pass
+            self.trial = None
+            self.log("new config confirmed: connected to the broker")
 
     def on_message(self, topic, payload, retain):
         if topic == self.up.topic + "cmd":
-            self.cmd("handle", payload)
-
-    def cmd(self, name, *args):
-        # cmd.py (2.7 KiB) is loaded at the first command only (most boards never get one)
-        # and then stays: loading it per command would fragment a 64 KiB heap.
-        if "urbanpulse_fw.cmd" not in sys.modules:
-            gc.collect()
-        from urbanpulse_fw import cmd
-
-        getattr(cmd, name)(self, *args)
+            self.command(payload)
 
     def on_puback(self, pid):
         msg = self.outbox.msg
         if msg is not None and msg.pid == pid:
             self.outbox.ack(msg)
             self.acked += 1
+
+    def command(self, payload):
+        """Carry out a command (the payload of a message on .../cmd) and answer it on .../cmd/ack.
+        One function, not one per op: each function object costs heap."""
+        cid = None
+        try:
+            d = json.loads(payload)
+            if type(d) is not dict:
+                raise ValueError("must be a JSON object")
+            cid = d.get("id")
+            op = d.get("op")
+            now = clock.ticks()
+            extra = {}  # type: dict
+            if op == "reboot":
+                # Once the ack is acknowledged (or after 5 s): the operator hears the answer.
+                self.reboot_at = time.ticks_add(now, 5000 * clock.SCALE)
+            elif op == "set_interval":
+                name = d.get("sensor")
+                n = _num(d, "interval_s", 0.01, 86400)
+                hit = []
+                for i, s in enumerate(self.sensors):
+                    if name in (s.name, getattr(s, "kind", None)):
+                        s.interval_ms = int(n * 1000)
+                        self.due[i] = now
+                        hit.append(s.name)
+                if not hit:
+                    raise ValueError("sensor: no sensor named %r" % (name,))
+                extra["sensors"] = hit
+            elif op == "identify":
+                n = _num(d, "seconds", 1, 600, 10)
+                self.log("identify: blinking the status LED for %s s" % n)
+                self.blink = [time.ticks_add(now, int(n * 1000) * clock.SCALE), 0]
+            elif op == "flush":
+                self.flushing = True
+                extra["buffered"] = self.outbox.held()
+            elif op == "config":
+                new = d.get("config")
+                if type(new) is not dict or not new:
+                    raise ValueError("config must be a non-empty object")
+                with open("config.new", "w") as f:
+                    f.write(json.dumps({"id": cid, "config": new}))
+                self.reboot_at = now
+                return  # answered after the reboot (cfgtrial.py, then MainLoop.on_connect)
+            else:
+                raise ValueError("unknown op %r" % (op,))
+            self.log("command %s: ok" % cid)
+            extra["ok"] = True
+        except (ValueError, TypeError, OSError, MemoryError) as e:
+            self.log("command %s refused: %s" % (cid, e))
+            extra = {"ok": False, "error": str(e) or type(e).__name__}
+        extra["id"] = cid
+        up = self.up
+        up.client.publish(up.topic + "cmd/ack", json.dumps(extra).encode(), 1)
+
+    def rollback(self):
+        self.log("new config did not reach the broker in time: back to config.bak")
+        with open("config.trial", "w") as f:
+            f.write("99")  # the next start rolls back (cfgtrial.starts)
+        self.reboot_at = clock.ticks()
+
+    def identify(self, now):
+        """Blink the status LED (called every pass while self.blink is set); a no-op where there
+        is no GPIO (the host)."""
+        global _led
+        b = self.blink
+        if b is None:
+            return
+        pin = self.cfg["led_pin"]
+        done = time.ticks_diff(now, b[0]) >= 0
+        if not done:
+            b[1] += 1
+        if hw.ON_BOARD and pin is not None:
+            if _led is None:
+                _led = machine.Pin(pin, machine.Pin.OUT)
+            _led.value(b[1] & 1 and not done)
+        if done:
+            self.log("identify: done, %d blinks" % (b[1] // 2))
+            self.blink = None

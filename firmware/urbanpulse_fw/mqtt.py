@@ -1,27 +1,257 @@
-# A small MQTT 3.1.1 client written for UrbanPulse boards.
+# A small MQTT 3.1.1 client written for UrbanPulse boards: packet encoding (pure functions,
+# testable on any port), one TCP connection to the broker, and the client's session.
 #
 # Single-threaded and poll-driven: the main loop calls poll() often and it never waits longer
 # than the timeout it is given. QoS 0 and 1 only. A QoS 1 publish stays in flight until its
 # PUBACK and goes out again, with DUP set, after ack_timeout_ms and after every reconnect:
 # at-least-once delivery across broken connections.
 #
-# Four small modules (codec, connection, session, client) because MicroPython compiles a
-# whole module at once, and compiling a big one does not fit beside the rest in 64 KiB.
-from urbanpulse_fw import mqtt_codec as codec
-from urbanpulse_fw.mqtt_codec import ConnectionLost, MQTTError  # also mqtt.MQTTError etc.
-from urbanpulse_fw.mqtt_conn import Connection
-from urbanpulse_fw.mqtt_session import Session
+# One module and one client class: on a 64 KiB heap every module, class and function object
+# costs (boards run mpy-cross bytecode, so a big module need not be compiled on the board).
+import select
+import socket
+import struct
+import time
 
 if False:  # for type checkers only: no typing module on the board
     from typing import Any
 
+# First bytes (type << 4 | flags) of the packets a client reads.
+CONNACK = 0x20
+PUBLISH = 0x30
+PUBACK = 0x40
+SUBACK = 0x90
+DUP = 0x08  # PUBLISH flag: possibly a redelivery
 
-class Client(Session):
+REFUSED = ("", "unacceptable protocol version", "identifier rejected", "server unavailable",
+           "bad user name or password", "not authorized")  # CONNACK return codes 1..5
+
+
+class MQTTError(Exception):
+    pass
+
+
+class ConnectionLost(MQTTError):
+    pass
+
+
+def encode_length(n):
+    """The 'remaining length': 7 bits per byte, least significant group first."""
+    if not 0 <= n <= 268435455:
+        raise ValueError("remaining length out of range: %d" % n)
+    b = bytearray()
+    while n > 127:
+        b.append(n & 0x7F | 0x80)
+        n >>= 7
+    b.append(n)
+    return bytes(b)
+
+
+def decode_length(b, i=1):
+    """Decode a remaining length starting at b[i]: (length, index after it), or None when b
+    ends inside the field. MQTTError if it is longer than 4 bytes."""
+    n = 0
+    for k in range(4):
+        if i + k >= len(b):
+            return None
+        n |= (b[i + k] & 0x7F) << (7 * k)
+        if b[i + k] < 0x80:
+            return n, i + k + 1
+    raise MQTTError("malformed remaining length")
+
+
+def encode_str(s):
+    if isinstance(s, str):
+        s = s.encode()
+    if len(s) > 65535:
+        raise ValueError("string longer than 65535 bytes")
+    return struct.pack("!H", len(s)) + s
+
+
+def payload_length(payload):
+    """A payload is bytes, a list of byte strings sent one after the other, or an object with
+    .size and .chunks() (streamed: no allocation the size of the message)."""
+    if isinstance(payload, (list, tuple)):
+        n = 0
+        for b in payload:
+            n += len(b)
+        return n
+    if hasattr(payload, "chunks"):
+        return payload.size
+    return len(payload)
+
+
+def connect_packet(client_id, keepalive=60, username=None, password=None, will=None,
+                   clean=True):
+    """CONNECT; will is (topic, message, qos, retain) or None."""
+    flags = 2 if clean else 0
+    b = encode_str(client_id)
+    if will:
+        flags |= 4 | will[2] << 3 | (0x20 if will[3] else 0)
+        b += encode_str(will[0]) + encode_str(will[1])
+    if username is not None:
+        flags |= 0x80
+        b += encode_str(username)
+        if password is not None:
+            flags |= 0x40
+            b += encode_str(password)
+    elif password is not None:
+        raise ValueError("MQTT 3.1.1 allows a password only with a user name")
+    # Protocol name "MQTT", level 4 (= 3.1.1), connect flags, keepalive.
+    b = b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", keepalive) + b
+    return b"\x10" + encode_length(len(b)) + b
+
+
+def publish_header(topic, n, qos=0, retain=False, pid=0, dup=False):
+    """Fixed and variable header of a PUBLISH with an n-byte payload (a bytearray: a retry
+    sets DUP in place)."""
+    b = encode_str(topic)
+    if qos:
+        b += struct.pack("!H", pid)
+    out = bytearray([PUBLISH | qos << 1 | (1 if retain else 0) | (DUP if dup else 0)])
+    out += encode_length(len(b) + n)
+    out += b
+    return out
+
+
+def parse_publish(first, body):
+    """(topic, payload, qos, retain, dup, pid) of a PUBLISH from its first byte and body."""
+    qos = first >> 1 & 3
+    n = struct.unpack("!H", body[0:2])[0] + 2
+    topic = bytes(body[2:n]).decode()
+    pid = 0
+    if qos:
+        pid = struct.unpack("!H", body[n:n + 2])[0]
+        n += 2
+    return topic, bytes(body[n:]), qos, bool(first & 1), bool(first & DUP), pid
+
+
+# One TCP connection to the broker: writes whole packets, buffers what arrives and cuts it
+# into packets. Packets bigger than max_packet are skipped unread (a huge retained message
+# must not exhaust a small heap).
+
+# Receive buffer, allocated once for every connection: a reconnect on a long-running board's
+# fragmented heap may not find 256 bytes in one piece.
+_rbuf = bytearray(256)
+_rmv = memoryview(_rbuf)
+
+
+class Connection:
+    def __init__(self, host, port, timeout_ms=5000, max_packet=16384):
+        self.timeout_ms = timeout_ms
+        self.max_packet = max_packet
+        self.buf = b""
+        self.skip = 0  # bytes of an oversized packet still to discard
+        self.writing = False  # True while a packet is half written
+        self.poller = None
+        self.sock = self._open(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1])
+
+    def _open(self, sockaddr):
+        s = socket.socket()
+        try:
+            s.settimeout(self.timeout_ms / 1000)
+            s.connect(sockaddr)
+        except Exception:
+            s.close()
+            raise
+        return s
+
+    def wait(self, timeout_ms):
+        """True when input is ready within timeout_ms."""
+        if self.poller is None:
+            self.poller = select.poll()
+            self.poller.register(self.sock, select.POLLIN)
+        return bool(self.poller.poll(max(0, int(timeout_ms))))
+
+    def _write(self, b):
+        b = memoryview(b)
+        while len(b):
+            n = self.sock.send(b)
+            if not n:
+                raise OSError("send returned %r" % (n,))
+            b = b[n:]
+
+    def send(self, data, payload=None):
+        if self.writing:
+            # A write was cut short (KeyboardInterrupt): the stream is out of step for good.
+            raise OSError("stream broken by an interrupted write")
+        self.writing = True
+        self._write(data)
+        if isinstance(payload, (list, tuple)):
+            for b in payload:
+                self._write(b)
+        elif hasattr(payload, "chunks"):
+            for b in payload.chunks():
+                self._write(b)
+        elif payload is not None:
+            self._write(payload)
+        self.writing = False
+
+    def receive(self):
+        # Into a buffer allocated once, then only the bytes that came are copied: a long
+        # running board's fragmented heap may not have a 256-byte block free for recv(256).
+        # Non-blocking for the read only (readinto would wait to fill the whole buffer).
+        s = self.sock
+        s.setblocking(False)
+        try:
+            n = s.readinto(_rbuf)
+        finally:
+            s.setblocking(True)
+            s.settimeout(self.timeout_ms / 1000)
+        if n is None:
+            return  # nothing after all
+        if not n:
+            raise ConnectionLost("connection closed by broker")
+        b = bytes(_rmv[:n])
+        if self.skip:
+            n = min(self.skip, len(b))
+            self.skip -= n
+            b = b[n:]
+        if b:
+            self.buf = self.buf + b if self.buf else b
+
+    def packet(self):
+        """Take one complete packet (first byte, body) off the buffer, or None."""
+        while True:
+            b = self.buf
+            r = decode_length(b) if len(b) > 1 else None
+            if r is None:
+                return None
+            n = r[1] + r[0]  # end of the packet
+            if r[0] <= self.max_packet:
+                break
+            self.skip = max(0, n - len(b))
+            self.buf = b[n:]
+        if len(b) < n:
+            return None
+        self.buf = b[n:]
+        return b[0], b[r[1]:n]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Client:
     conn_class = Connection  # tests put a fake transport here
 
     def __init__(self, client_id, host, port=1883, username=None, password=None, keepalive=30,
                  timeout_ms=5000, ack_timeout_ms=10000, max_packet=16384):
-        Session.__init__(self, keepalive, timeout_ms, ack_timeout_ms)
+        self.keepalive = keepalive
+        self.timeout_ms = timeout_ms  # socket operations, CONNACK, PINGRESP
+        self.ack_timeout_ms = ack_timeout_ms
+        self.on_message = None  # type: Any  # on_message(topic, payload, retain)
+        self.on_puback = None  # type: Any  # on_puback(pid)
+        self.on_suback = None  # type: Any  # on_suback(pid, granted bytes; 0x80 = refused)
+        self.conn = None  # type: Any  # a Connection while connected
+        self.connected = False  # conn is not None (an attribute: a property costs heap)
+        self._pid = 0
+        self._inflight = []  # type: list  # [pid, header, payload, ticks last sent], oldest 1st
+        self._last_tx = 0
+        self._last_rx = 0
+        self._ping_at = None  # type: Any  # ticks of the unanswered PINGREQ
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -29,10 +259,6 @@ class Client(Session):
         self.password = password
         self.max_packet = max_packet
         self.will = None  # type: Any  # (topic, message, qos, retain)
-
-    @property
-    def connected(self):
-        return self.conn is not None
 
     def set_last_will(self, topic, message, retain=False, qos=0):
         self.will = (topic, message, qos, retain)
@@ -46,21 +272,29 @@ class Client(Session):
         except OSError as e:
             raise MQTTError("cannot reach %s:%d: %s" % (self.host, self.port, e))
         try:
-            c.send(codec.connect_packet(self.client_id, self.keepalive, self.username,
-                                        self.password, self.will, clean))
-            p = c.read_packet(self.timeout_ms)
+            c.send(connect_packet(self.client_id, self.keepalive, self.username,
+                                  self.password, self.will, clean))
+            t = time.ticks_add(time.ticks_ms(), self.timeout_ms)
+            p = c.packet()
+            while p is None:
+                n = time.ticks_diff(t, time.ticks_ms())
+                if n <= 0 or not c.wait(n):
+                    break
+                c.receive()
+                p = c.packet()
             if p is None:
                 raise MQTTError("no CONNACK within %d ms" % self.timeout_ms)
-            if p[0] != codec.CONNACK or len(p[1]) != 2:
+            if p[0] != CONNACK or len(p[1]) != 2:
                 raise MQTTError("expected CONNACK, got packet type %d" % (p[0] >> 4))
             n = p[1][1]
             if n:
-                r = codec.REFUSED
+                r = REFUSED
                 raise MQTTError("refused: " + (r[n] if n < len(r) else "code %d" % n))
         except (OSError, MQTTError) as e:
             c.close()
             raise e if isinstance(e, MQTTError) else MQTTError("connect: %s" % e)
         self.conn = c
+        self.connected = True
         self._last_rx = self._last_tx = self._now()
         try:
             for x in self._inflight:
@@ -76,7 +310,7 @@ class Client(Session):
         if qos not in (0, 1):
             raise ValueError("QoS 0 or 1 only")
         pid = self._next_pid() if qos else 0
-        head = codec.publish_header(topic, codec.payload_length(payload), qos, retain, pid)
+        head = publish_header(topic, payload_length(payload), qos, retain, pid)
         if qos:
             self._inflight.append([pid, head, payload, self._now()])
         if self.conn is None:
@@ -98,7 +332,9 @@ class Client(Session):
             raise ConnectionLost("not connected")
         pid = self._next_pid()
         try:
-            self._send(codec.subscribe_packet(pid, topic, qos))
+            b = struct.pack("!H", pid) + encode_str(topic) + bytes([qos])
+            # SUBSCRIBE; its reserved flags must be 0010.
+            self._send(b"\x82" + encode_length(len(b)) + b)
         except OSError as e:
             self._lost("send: %s" % e)
         return pid
@@ -111,3 +347,103 @@ class Client(Session):
             except OSError:
                 pass
         self.close()
+
+    def _now(self):
+        return time.ticks_ms()
+
+    def poll(self, timeout_ms=0):
+        """Wait up to timeout_ms for input, handle all complete packets, send keepalive pings
+        and retries. Raises ConnectionLost when the connection is gone or stopped answering.
+        (One long function: each function object costs heap on a 64 KiB board.)"""
+        c = self.conn
+        if c is None:
+            raise ConnectionLost("not connected")
+        try:
+            if c.wait(timeout_ms):
+                for _ in range(8):  # bounded: a flood of input must not starve the main loop
+                    c.receive()
+                    p = c.packet()
+                    while p is not None:
+                        first, body = p
+                        self._last_rx = self._now()
+                        self._ping_at = None  # any packet shows the connection is alive
+                        kind = first & 0xF0
+                        if kind == PUBACK:
+                            pid = struct.unpack("!H", body[0:2])[0]
+                            for i in range(len(self._inflight)):
+                                if self._inflight[i][0] == pid:
+                                    self._inflight.pop(i)
+                                    if self.on_puback:
+                                        self.on_puback(pid)
+                                    break
+                        elif kind == PUBLISH:
+                            p = parse_publish(first, body)
+                            if p[2] == 1:
+                                self._send(b"\x40\x02" + struct.pack("!H", p[5]))  # PUBACK
+                            if self.on_message:
+                                self.on_message(p[0], p[1], p[3])
+                        elif kind == SUBACK and self.on_suback:
+                            self.on_suback(struct.unpack("!H", body[0:2])[0], bytes(body[2:]))
+                        # PINGRESP needs nothing more; other types are not sent to a client.
+                        p = c.packet()
+                    if not c.wait(0):
+                        break
+            now = self._now()
+            if self._ping_at is not None:
+                if time.ticks_diff(now, self._ping_at) > self.timeout_ms:
+                    self._lost("no PINGRESP within %d ms" % self.timeout_ms)
+            elif self.keepalive:
+                n = self.keepalive * 1000
+                # Ping well within the broker's 1.5 x keepalive limit, and also when the broker
+                # has been silent a whole period: that finds a dead link even while we keep
+                # sending.
+                if (time.ticks_diff(now, self._last_tx) >= n // 2
+                        or time.ticks_diff(now, self._last_rx) >= n):
+                    self._send(b"\xc0\x00")  # PINGREQ
+                    self._ping_at = now
+            for e in self._inflight:
+                if time.ticks_diff(now, e[3]) >= self.ack_timeout_ms:
+                    self._resend(e)
+        except OSError as e:
+            self._lost("socket: %s" % e)
+        except ConnectionLost:
+            self.close()
+            raise
+
+    def inflight(self):
+        """Packet ids of QoS 1 publishes not yet acknowledged, oldest first."""
+        out = []  # (a loop: a comprehension would be one more function object)
+        for e in self._inflight:
+            out.append(e[0])
+        return out
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        self.connected = False
+        self._ping_at = None
+
+    def _lost(self, reason):
+        self.close()
+        raise ConnectionLost(reason)
+
+    def _next_pid(self):
+        pid = self._pid
+        while True:
+            pid = pid % 65535 + 1  # 1..65535, never 0
+            for e in self._inflight:
+                if e[0] == pid:
+                    break
+            else:
+                self._pid = pid
+                return pid
+
+    def _send(self, data, payload=None):
+        self.conn.send(data, payload)
+        self._last_tx = self._now()
+
+    def _resend(self, e):
+        e[1][0] |= DUP
+        e[3] = self._now()
+        self._send(e[1], e[2])

@@ -27,14 +27,14 @@ def _i2c(e, name, t):
         raise c.Bad("%s.addr: must be %s, got %r" % (name, " or ".join(str(x) for x in ok), a))
     i2c = bus.i2c(c.bus(e, "i2c", name, I2C, "i2c", (0, 1)))
     if t == "bme280":
-        return _driver(t)(t, 0, i2c, a)
+        return _driver(t)(i2c, a)
     if t == "scd41":
-        return _driver(t)(t, 0, i2c, a, c.flag(e, "th", name, False))
+        return _driver(t)(i2c, a, c.flag(e, "th", name, False))
     base = e.get("baseline")
     if base is not None and (type(base) is not list or len(base) != 3
                              or [x for x in base if type(x) is not int]):
         raise c.Bad("%s.baseline: must be [x, y, z] raw counts, got %r" % (name, base))
-    return _driver(t)(t, 0, i2c, a, c.num(e, "threshold", name, 300, 10, 30000),
+    return _driver(t)(i2c, a, c.num(e, "threshold", name, 300, 10, 30000),
                       c.num(e, "dwell_s", name, 10, 0, 3600), base)
 
 
@@ -42,13 +42,13 @@ def _analog(e, name, t):
     if t == "noise":
         k = c.num(e, "db_per_v", name, 50.0, 1, 1000)
         off = c.num(e, "offset_db", name, 0.0, -100, 100)
-        return _driver(t)(t, 0, bus.adc(c.adc(e, name, 35, name), t), k, off)
+        return _driver(t)(bus.adc(c.adc(e, name, 35, name), t), k, off)
     dry = c.num(e, "dry", name, 52000, 0, 65535, True)
     wet = c.num(e, "wet", name, 21000, 0, 65535, True)
     if dry <= wet:
         raise c.Bad("%s.dry: must be above wet (a capacitive probe reads lower when wet), got "
                     "dry %r, wet %r" % (name, dry, wet))
-    return _driver(t)(t, 0, bus.adc(c.adc(e, name, 34, name), t), dry, wet)
+    return _driver(t)(bus.adc(c.adc(e, name, 34, name), t), dry, wet)
 
 
 def _lamp(e, name, t):
@@ -65,7 +65,7 @@ def _lamp(e, name, t):
         from urbanpulse_fw.drivers import pzem
 
         meter = pzem.Meter(u, a)
-    return _driver(t)(t, 0, relay, meter, lat, lon, auto)
+    return _driver(t)(relay, meter, lat, lon, auto)
 
 
 def make(e, name, t):
@@ -85,12 +85,12 @@ def make(e, name, t):
         gap = c.num(e, "min_gap_ms", name, 50, 0, 10000, True)
         rising = edge == "rising"
         p = bus.pin_in(c.pin(e.get("pin", 27), name + ".pin", name), not rising, t)
-        return _driver(t)(t, 0, p, bus.irq_trigger(rising), int(rising), gap)
+        return _driver(t)(p, bus.irq_trigger(rising), int(rising), gap)
     mount = None
     if t == "water":
         mount = c.num(e, "mount_cm", name, ..., 10, 5000)
         pings = c.num(e, "pings", name, 5, 1, 15, True)
     u = bus.uart(c.bus(e, "uart", name, UART2, "uart", (1, 2)), t)
     if t == "water":
-        return _driver(t)(t, 0, u, mount, pings)
-    return _driver(t)(t, 0, u)
+        return _driver(t)(u, mount, pings)
+    return _driver(t)(u)

@@ -49,51 +49,24 @@ class Spool:
         self.dropped = 0
         self.tail_open = False  # False: the next append starts a new segment
         self.inflight = None  # type: tuple | None  # (segment, end offset, records, bad)
-        try:
-            os.mkdir(path)
-        except OSError:
-            pass
-        self._load()
+        # What an earlier start left, by a module used once (its code would stay here).
+        from urbanpulse_fw import hw, spoolscan
+
+        spoolscan.scan(self)
+        hw.unload("spoolscan")
 
     def _file(self, n):
         return "%s/%d" % (self.path, n)
 
-    def _load(self):
-        nums = []
-        for name in os.listdir(self.path):
-            if name.isdigit():
-                nums.append(int(name))
-        nums.sort()
-        pos = (0, 0)
-        try:
-            with open(self.path + "/pos") as f:
-                x = f.read().split()
-                pos = (int(x[0]), int(x[1]))
-        except (OSError, ValueError, IndexError):
-            pass
-        for n in nums:
-            start = pos[1] if n == pos[0] and not self.segs else 0
-            size = os.stat(self._file(n))[6]
-            k = 0
-            with open(self._file(n), "rb") as f:
-                f.seek(start)
-                while True:
-                    line = f.readline()
-                    if not line:
-                        break
-                    if _valid(line):
-                        k += 1
-            if not self.segs:
-                self.pos = start
-            self.segs.append([n, size, k])
-            self.count += k
-            self.nbytes += size
-
-    def append(self, samples):
-        """Write encoded samples (an iterable of JSON bytes), oldest first."""
+    def append(self, part, i, end):
+        """Write encoded samples part(i), part(i + 1), .. part(end - 1) (JSON bytes), oldest
+        first. (A function and a range, not an iterable: a generator object takes a block of
+        heap that a long-running board may not have in one piece.)"""
         f = None
         try:
-            for s in samples:
+            while i < end:
+                s = part(i)
+                i += 1
                 if f is None or not self.tail_open or self.segs[-1][1] >= self.seg_bytes:
                     if f is not None:
                         f.close()
@@ -113,26 +86,20 @@ class Spool:
         finally:
             if f is not None:
                 f.close()
-        while self.nbytes > self.max_bytes and len(self.segs) > 1:
-            self._drop_oldest()
-
-    def _drop_oldest(self):
-        n, size, k = self.segs.pop(0)
-        sent = 0
-        if self.inflight is not None and self.inflight[0] == n:
-            sent = self.inflight[2]  # in RAM in the message in flight: not lost
-            self.inflight = None
-        self.dropped += k - sent
-        self.count -= k
-        self.nbytes -= size
-        self.pos = 0
-        self._remove(n)
-
-    def _remove(self, n):
-        try:
-            os.remove(self._file(n))
-        except OSError:
-            pass
+        while self.nbytes > self.max_bytes and len(self.segs) > 1:  # full: drop the oldest
+            n, size, k = self.segs.pop(0)
+            sent = 0
+            if self.inflight is not None and self.inflight[0] == n:
+                sent = self.inflight[2]  # in RAM in the message in flight: not lost
+                self.inflight = None
+            self.dropped += k - sent
+            self.count -= k
+            self.nbytes -= size
+            self.pos = 0
+            try:
+                os.remove(self._file(n))
+            except OSError:
+                pass
 
     def read(self, n):
         """Up to n of the oldest records not yet acknowledged (a list of JSON bytes); remembers
@@ -174,7 +141,10 @@ class Spool:
             self.pos = 0
             if not self.segs:
                 self.tail_open = False
-            self._remove(seg[0])
+            try:
+                os.remove(self._file(seg[0]))
+            except OSError:
+                pass
         else:
             self.pos = m[1]
         replace(self.path + "/pos", "%d %d\n" % (self.segs[0][0] if self.segs else 0, self.pos))

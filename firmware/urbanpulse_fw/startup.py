@@ -18,6 +18,7 @@ def _trial(path, errors):
         errors.append("config rolled back after %d failed starts" % (trial - 1))
         trial = None
     _unload("cfgtrial")
+    _unload("spool")  # cfgtrial's atomic writes (the main loop loads it again if it needs it)
     return trial
 
 
@@ -65,9 +66,11 @@ def build_sensors(cfg, errors):
         from urbanpulse_fw import sensors
     except ImportError:  # a build without real drivers: simulated sensors only
         from urbanpulse_fw import simsensors as sensors  # type: ignore[no-redef]
-    objs, bad = sensors.build(cfg["sensors"], cfg["kind"], cfg["sample_interval_s"],
+    objs, bad = sensors.build(cfg.pop("sensors"), cfg["kind"], cfg["sample_interval_s"],
                               cfg["seed"], int(cfg["utc_offset_h"] * 3600))
     errors += bad
-    _unload("sensors")  # needed once: the sensor objects and their drivers stay
-    _unload("simsensors")
+    # Needed once: the sensor objects and their drivers stay (and the entries are dropped
+    # from the config above). The packages' __init__ modules are not needed either.
+    for m in ("sensors", "simsensors", "sim", "drivers"):
+        _unload(m)
     return objs

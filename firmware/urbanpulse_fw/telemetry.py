@@ -29,27 +29,6 @@ _buf = bytearray(320)
 _mv = memoryview(_buf)
 
 
-def encode_sample(t, fields):
-    """One sample as compact JSON bytes: t in Unix ms, fields (name, value) pairs with bool,
-    int or float values. Non-finite floats are left out: JSON has no NaN, the contract
-    forbids it."""
-    return bytes(sample_view(t, fields))
-
-
-def sample_view(t, fields):
-    """encode_sample() without a copy: valid until the next call (Outbox.add copies it)."""
-    return _encode(b'{"t":%d' % t, fields)
-
-
-def stamp(t, rest):
-    """A sample from its time and encode_fields() (kept apart while the clock is not set)."""
-    return b'{"t":%d' % t + rest
-
-
-def encode_fields(fields):
-    return bytes(_encode(b"", fields))
-
-
 def _value(x):
     # JSON text of a field's value; None: left out (NaN, infinities, other types).
     if x is True or x is False:
@@ -61,7 +40,11 @@ def _value(x):
     return None
 
 
-def _encode(head, fields):
+def encode(head, fields):
+    """One sample as compact JSON: head (b'{"t":%d' % t, t in Unix ms; or b"" for the fields
+    alone), then fields, (name, value) pairs with bool, int or float values. Non-finite
+    floats are left out: JSON has no NaN, the contract forbids it. A memoryview into the
+    scratch buffer, valid until the next call (Outbox.add copies it)."""
     b = _buf
     n = len(head)
     b[0:n] = head
@@ -72,8 +55,12 @@ def _encode(head, fields):
         p = (',"%s":%s' % (name, s)).encode()
         k = n + len(p)
         if k >= len(b):  # bigger than the scratch (very many fields): the slow way
-            return head + "".join(',"%s":%s' % (f, _value(v)) for f, v in fields
-                                  if _value(v) is not None).encode() + b"}"
+            out = head
+            for name, x in fields:
+                s = _value(x)
+                if s is not None:
+                    out += (',"%s":%s' % (name, s)).encode()
+            return out + b"}"
         b[n:k] = p
         n = k
     b[n] = 0x7D  # }
@@ -103,9 +90,6 @@ class Message:
         # The i-th sample; from RAM without a copy (a memoryview into the outbox's buffer).
         return self.spooled[i] if self.spooled is not None else self.outbox.part(i)
 
-    def sample(self, i):
-        return self.spooled[i] if self.spooled is not None else self.outbox.sample(i)
-
     def chunks(self):
         yield self.head
         for i in range(self.count):
@@ -113,9 +97,6 @@ class Message:
                 yield b","
             yield self.part(i)
         yield b"]}"
-
-    def payload(self):
-        return self.head + b",".join(self.sample(i) for i in range(self.count)) + b"]}"
 
 
 class Outbox:
@@ -164,10 +145,6 @@ class Outbox:
         o = self.offs
         return self.mv[o[i]:o[i + 1]]
 
-    def sample(self, i):
-        """The i-th oldest sample held (a copy)."""
-        return bytes(self.part(i))
-
     def _cut(self, i, k):
         # Forget samples i..i+k-1: what follows moves down, in pieces no longer than the gap
         # (slice assignment copies with memcpy: source and target must not overlap).
@@ -215,13 +192,32 @@ class Outbox:
                 return None
         return self.spool
 
-    def spill(self):
-        """Move the unsent RAM samples to the flash spool (before a reboot or deep sleep, and
-        when RAM is full)."""
+    def spill(self, stop=False):
+        """Move the unsent RAM samples to the flash spool (when RAM is full). stop: a clean
+        stop (reboot, deep sleep, Ctrl-C), RAM is about to go: the samples of an unacknowledged
+        message in flight go as well, before the others (they are the oldest), and the message
+        is forgotten: a late PUBACK changes nothing, it is sent again after the start (at least
+        once). A message read from the spool is still there, unacknowledged."""
         sent = self._ram_sent()
-        if self.count <= sent or self.open_spool() is None:
+        if self.open_spool() is None:
             return
-        self.spool.append(self.part(i) for i in range(sent, self.count))
+        if stop and self.msg is not None:
+            self.msg = None
+            if sent:
+                try:
+                    from urbanpulse_fw import hw, spoolfirst
+
+                    spoolfirst.prepend(self.spool, self.part, 0, sent)
+                    hw.unload("spoolfirst")
+                except MemoryError:  # no room for its code: kept all the same, order not
+                    self.spool.append(self.part, 0, sent)
+            self.spool.inflight = None
+        if self.count > sent:
+            self.spool.append(self.part, sent, self.count)
+        if stop:
+            self.count = 0
+            self.nbytes = 0
+            return
         self.nbytes -= self.offs[self.count] - self.offs[sent] + (
             self.count - sent) * SAMPLE_OVERHEAD
         self.count = sent

@@ -21,7 +21,7 @@ class Uplink:
         self.cfg = cfg
         self.boot = boot
         self.log = log
-        self.stats = lambda: "heap free %d" % hw.free_heap()  # for the connect log line
+        self.stats = None  # type: Any  # () -> str for the connect log line (the main loop's)
         self.topic = "%s/%s/" % (cfg["mqtt_prefix"], cfg["device_id"])
         c = mqtt.Client(cfg["device_id"], cfg["mqtt_host"], cfg["mqtt_port"],
                         cfg["mqtt_username"], cfg["mqtt_password"], cfg["mqtt_keepalive_s"])
@@ -95,17 +95,3 @@ class Uplink:
         if self.wifi_up:
             ms = min(ms, time.ticks_diff(self.next_connect, time.ticks_ms()))
         time.sleep_ms(max(1, ms))
-
-    def shutdown(self):
-        """Say offline (retained) and disconnect; if that fails the will says it for us."""
-        c = self.client
-        if c.connected:
-            try:
-                pid = c.publish(self.topic + "status", OFFLINE, 1, True)
-                n = time.ticks_add(time.ticks_ms(), 2000)  # wait for the PUBACK, not forever
-                while pid in c.inflight() and time.ticks_diff(n, time.ticks_ms()) > 0:
-                    c.poll(50)
-            except mqtt.MQTTError as e:
-                self.log("offline status not confirmed: %s" % e)
-            c.disconnect()
-        self.log("offline")

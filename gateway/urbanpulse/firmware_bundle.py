@@ -44,11 +44,13 @@ def mpy_cross_binary() -> str:
 
 def _compile(mpy_cross: str, source: Path, target: Path, root: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    # -s keeps the path relative, so tracebacks on the board name the module's file; -O3
-    # leaves out line numbers and asserts: about 1.3 KiB more heap for a 64 KiB board.
+    # -s names the file in tracebacks on the board: its path inside the package ("mainloop.py",
+    # "drivers/base.py"), short because every module's name stays interned in RAM; -O3 leaves
+    # out line numbers and asserts: about 1.3 KiB more heap for a 64 KiB board.
+    relative = source.relative_to(root)
+    name = Path(*relative.parts[1:]) if len(relative.parts) > 1 else relative
     result = subprocess.run(
-        [mpy_cross, "-O3", "-s", str(source.relative_to(root)), "-o", str(target),
-         str(source)],
+        [mpy_cross, "-O3", "-s", name.as_posix(), "-o", str(target), str(source)],
         capture_output=True,
         text=True,
         check=False,

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,8 +102,7 @@ def board_config(
     """The ``config.json`` the firmware reads (see firmware/urbanpulse_fw/config.py).
 
     ``drivers``: the kind's real sensor drivers (DRIVER_SENSORS) instead of simulated
-    sensors; they need more heap than 64 KiB on the 64-bit unix port for now
-    (bench/bench_driver_heap.py).
+    sensors; the fleet gives those boards 128 KiB for now (see run_fleet_command).
     """
     sensors = DRIVER_SENSORS[device.kind] if drivers else [{"type": "sim", "kind": device.kind}]
     config: dict[str, Any] = {
@@ -128,19 +128,60 @@ def board_config(
     return config
 
 
+# How a board process on the host ends when a board would come back by itself
+# (firmware/urbanpulse_fw/hwmisc.py): machine.reset() is an exit with EXIT_RESET,
+# machine.deepsleep(ms) an exit with EXIT_DEEPSLEEP after writing ms to `deepsleep_ms`, and
+# the host watchdog (firmware/host/hostwdt.py) SIGKILLs it after writing "wdt" to
+# `reset_cause`. Any other exit (a bad config, max_messages reached, Ctrl-C) is for good.
+EXIT_RESET = 3
+EXIT_DEEPSLEEP = 4
+# A board that resets this soon after it started is started again only once this long has
+# passed since: a board in a crash loop must not take a PC's cores (an ESP32 waits 5 s before
+# it resets after a fatal error, app.py).
+RESET_PAUSE_S = 3.0
+
+
 @dataclass
 class Board:
     device: Device
     folder: Path
     process: subprocess.Popen[bytes] | None = None
     log_file: Path = field(init=False)
+    starts: int = 0  # processes started: the first boot and every reset or wake-up since
+    exit_codes: list[int] = field(default_factory=list)
+    wake_at: float | None = None  # monotonic time the board starts again (reset, asleep)
+    started_at: float = 0.0  # monotonic time of the last start
+    done: bool = False  # exited for good
 
     def __post_init__(self) -> None:
         self.log_file = self.folder / "console.log"
 
+    def restart_delay(self, code: int, now: float) -> float | None:
+        """Seconds until a board that exited with ``code`` at ``now`` is back, or None: it is
+        not."""
+        pause = max(0.0, self.started_at + RESET_PAUSE_S - now)
+        if code == EXIT_RESET:
+            return pause
+        if code == EXIT_DEEPSLEEP:
+            try:
+                return int((self.folder / "deepsleep_ms").read_text()) / 1000
+            except (OSError, ValueError):
+                return 0.0
+        if code == -signal.SIGKILL:
+            try:
+                # reset_cause is read and removed by the next boot; only the watchdog's kill
+                # leaves "wdt" in it (the fleet's own kill, in stop(), never comes here).
+                if (self.folder / "reset_cause").read_text().strip() == "wdt":
+                    return pause
+            except OSError:
+                pass
+        return None
+
 
 class Fleet:
-    """Starts and stops the board processes."""
+    """Starts and stops the board processes, and starts a board again when it reboots,
+    wakes from deep sleep or is reset by its watchdog, as a board in the street comes back
+    by itself."""
 
     def __init__(self, boards_dir: Path, heap: str = "64k") -> None:
         # Absolute: each board runs in its own folder, the bundle's paths must still hold.
@@ -148,6 +189,9 @@ class Fleet:
         self.heap = heap
         self.boards: list[Board] = []
         self._micropython = micropython_binary()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         # Boards run the compiled bundle, as flashed onto an ESP32.
         try:
             self._firmware = build_bundle(self.boards_dir / "_firmware", host=True)
@@ -162,29 +206,67 @@ class Fleet:
         self.boards.append(board)
         return board
 
-    def start(self) -> None:
+    def _launch(self, board: Board) -> None:
         env = dict(os.environ)
         # On the host the stand-ins for `network` etc. come first; a board has the real ones.
         env["MICROPYPATH"] = f"{self._firmware / 'host'}:{self._firmware}:.frozen"
-        for board in self.boards:
-            with board.log_file.open("ab") as console:
-                board.process = subprocess.Popen(
-                    [self._micropython, "-X", f"heapsize={self.heap}",
-                     str(self._firmware / "main.py")],
-                    cwd=board.folder,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=console,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+        with board.log_file.open("ab") as console:
+            board.process = subprocess.Popen(
+                [self._micropython, "-X", f"heapsize={self.heap}",
+                 str(self._firmware / "main.py")],
+                cwd=board.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        board.starts += 1
+        board.started_at = time.monotonic()
+
+    def start(self) -> None:
+        with self._lock:
+            for board in self.boards:
+                self._launch(board)
+        self._stopping.clear()
+        self._supervisor = threading.Thread(target=self._supervise_loop,
+                                            name="fleet-supervisor", daemon=True)
+        self._supervisor.start()
         log.info("started %d boards under %s", len(self.boards), self.boards_dir)
 
+    def _supervise_loop(self) -> None:
+        while not self._stopping.wait(0.1):
+            self.supervise()
+
+    def supervise(self) -> None:
+        """Start again the boards that rebooted, slept long enough or were reset by their
+        watchdog (called every 0.1 s by start()'s thread)."""
+        with self._lock:
+            now = time.monotonic()
+            for board in self.boards:
+                p = board.process
+                if p is None or board.done:
+                    continue
+                if board.wake_at is None and p.poll() is not None:
+                    board.exit_codes.append(p.returncode)
+                    delay = board.restart_delay(p.returncode, now)
+                    if delay is None or self._stopping.is_set():
+                        board.done = True
+                        continue
+                    board.wake_at = now + delay
+                if board.wake_at is not None and now >= board.wake_at:
+                    board.wake_at = None
+                    self._launch(board)
+
     def running(self) -> int:
-        return sum(1 for b in self.boards if b.process and b.process.poll() is None)
+        """Boards that are up, or down for a moment (rebooting, asleep)."""
+        self.supervise()  # a board that has just reset is not counted as gone
+        with self._lock:
+            return sum(1 for b in self.boards if b.wake_at is not None
+                       or (b.process is not None and b.process.poll() is None))
 
     def wait(self, timeout_s: float) -> bool:
-        """Wait for every board to exit on its own (max_messages); True if they all did."""
+        """Wait for every board to exit for good (max_messages); True if they all did."""
         deadline = time.monotonic() + timeout_s
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -192,9 +274,16 @@ class Fleet:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGINT first: the firmware publishes its offline status and disconnects."""
-        for board in self.boards:
-            if board.process and board.process.poll() is None:
-                board.process.send_signal(signal.SIGINT)
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+        with self._lock:
+            for board in self.boards:
+                if board.wake_at is not None:  # asleep or resetting: stays down
+                    board.wake_at = None
+                    board.done = True
+                if board.process and board.process.poll() is None:
+                    board.process.send_signal(signal.SIGINT)
         deadline = time.monotonic() + timeout_s
         for board in self.boards:
             if board.process is None:
@@ -219,8 +308,9 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     drivers = bool(getattr(args, "drivers", False))
     try:
         devices = plan_devices(args.devices, districts, args.publish_interval)
-        # Drivers and the host's emulated chips do not fit beside the main loop in 64 KiB on
-        # the 64-bit unix port yet (bench/bench_driver_heap.py); an ESP32's heap is larger.
+        # With their drivers, air and streetlight boards still run out of memory within a
+        # simulated day in 64 KiB on the 64-bit unix port (tests/test_firmware_soak.py); an
+        # ESP32's heap is larger.
         fleet = Fleet(args.state_dir / "boards", heap="128k" if drivers else "64k")
     except FleetError as exc:
         print(f"urbanpulse: {exc}", file=sys.stderr)

@@ -4,12 +4,12 @@ import hostbus
 from drivertest import near, one, poll_for, poll_until, read
 from emu_bme280 import H_CAL, P_CAL, T_CAL
 from mpytest import eq
-from urbanpulse_fw.drivers import crc, pms5003, scd41
+from urbanpulse_fw.drivers import pms5003, pzem, scd41
 
 
 def test_crc_reference_values():
-    eq(crc.crc8_sensirion(b"\xbe\xef"), 0x92, "Sensirion datasheet example")
-    eq(crc.crc16_modbus(b"123456789"), 0x4B37, "CRC-16/MODBUS check value")
+    eq(scd41.crc8_sensirion(b"\xbe\xef"), 0x92, "Sensirion datasheet example")
+    eq(pzem.frame(b"123456789")[-2:], b"\x37\x4b", "CRC-16/MODBUS check value, low byte first")
 
 
 def _float_reference(adc_t, adc_p, adc_h):

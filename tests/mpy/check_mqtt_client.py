@@ -1,8 +1,10 @@
 # The MQTT client's protocol logic against a scripted fake transport and a fake clock:
 # CONNACK handling, PUBACK tracking, DUP retries, packet ids, keepalive, dead links.
-from mpytest import eq, raises
-from urbanpulse_fw import mqtt, mqtt_codec as codec
-from urbanpulse_fw.mqtt_conn import Connection
+from mpytest import encode_sample, eq, payload, raises
+from urbanpulse_fw import mqtt
+from urbanpulse_fw.mqtt import Connection
+
+codec = mqtt  # the packet functions (one module with the client)
 
 CONNACK_OK = b"\x20\x02\x00\x00"
 
@@ -137,7 +139,7 @@ def test_qos1_publish_tracked_until_puback():
     first, body = sock.packets()[0]
     eq(first, 0x32, "QoS 1, no DUP")
     eq(codec.parse_publish(first, body)[1], b'{"a":1}', "payload parts sent in order")
-    sock.rx.append(codec.puback_packet(pid))
+    sock.rx.append(bytes((0x40, 2, pid >> 8, pid & 255)))  # PUBACK
     c.poll(0)
     eq(c.inflight(), [], "acknowledged")
     eq(c.acked, [1], "on_puback called")
@@ -244,6 +246,14 @@ def test_oversized_packet_skipped():
     eq(c.messages, [("small", b"ok", False)], "big one skipped, next one intact")
 
 
+def test_subscribe_packet():
+    c, sock = connected_client()
+    sock.packets()
+    c._pid = 9
+    eq(c.subscribe("city/a/cmd", 1), 10, "next packet id")
+    eq(sock.tx, b"\x82\x0f\x00\x0a\x00\x0acity/a/cmd\x01", "SUBSCRIBE, reserved flags 0010")
+
+
 def test_suback_reported():
     c, sock = connected_client()
     got = []
@@ -280,11 +290,11 @@ def test_streamed_payload_object():
 
     ob = telemetry.Outbox(5, max_samples=10)
     for i in range(4):
-        ob.add(telemetry.encode_sample(1763700000000 + i, [("laeq", 50.5)]))
+        ob.add(encode_sample(1763700000000 + i, [("laeq", 50.5)]))
     msg = ob.take()
     c, sock = connected_client()
     sock.packets()
     c.publish("city/dev-1/telemetry", msg, qos=1)
     first, body = sock.packets()[0]
-    eq(codec.parse_publish(first, body)[1], msg.payload(), "streamed payload")
-    eq(codec.payload_length(msg), len(msg.payload()), "payload_length of a streamed object")
+    eq(codec.parse_publish(first, body)[1], payload(msg), "streamed payload")
+    eq(codec.payload_length(msg), len(payload(msg)), "payload_length of a streamed object")

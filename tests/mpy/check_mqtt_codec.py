@@ -1,8 +1,8 @@
-# MQTT 3.1.1 packet encoding and decoding (urbanpulse_fw.mqtt_codec).
+# MQTT 3.1.1 packet encoding and decoding (urbanpulse_fw.mqtt).
 import struct
 
 from mpytest import eq, raises
-from urbanpulse_fw import mqtt_codec as codec
+from urbanpulse_fw import mqtt as codec
 
 
 def test_remaining_length_edges():
@@ -96,12 +96,6 @@ def test_parse_publish_round_trip():
 def test_payload_length_of_parts():
     eq(codec.payload_length(b"abc"), 3, "bytes")
     eq(codec.payload_length([b"ab", b"", b"cde"]), 5, "parts")
-
-
-def test_subscribe_and_puback():
-    eq(codec.subscribe_packet(10, "city/a/cmd", 1), b"\x82\x0f\x00\x0a\x00\x0acity/a/cmd\x01",
-       "SUBSCRIBE")
-    eq(codec.puback_packet(0xABCD), b"\x40\x02\xab\xcd", "PUBACK")
 
 
 def test_encode_str_limits():

@@ -1,7 +1,7 @@
 # Simulated sensors: always inside the vocabulary ranges, plausible daily patterns per kind.
 import json
 
-from mpytest import eq
+from mpytest import encode_sample, eq
 from urbanpulse_fw import sim, telemetry
 
 # CONTRACT.md v1 vocabulary: field -> (min, max), None = unbounded; "bool" = true/false.
@@ -110,7 +110,7 @@ def test_samples_encode_to_valid_json():
     for kind in sim.KINDS:
         s = sim.make(kind, 3, 5)
         fields = s.read(MIDNIGHTS[0] + 3600000)
-        doc = json.loads(telemetry.encode_sample(MIDNIGHTS[0], fields))
+        doc = json.loads(encode_sample(MIDNIGHTS[0], fields))
         eq(sorted(doc.keys()), sorted(["t"] + [f[0] for f in fields]), kind)
 
 

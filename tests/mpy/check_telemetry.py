@@ -1,7 +1,7 @@
 # Telemetry message shape (CONTRACT.md v1) and the outbox's seq/boot/buffer rules.
 import json
 
-from mpytest import eq, raises
+from mpytest import encode_sample, eq, payload, raises
 from urbanpulse_fw import telemetry
 
 T0 = 1763700000123
@@ -11,11 +11,11 @@ def sample(i, size=0):
     fields = [("pm25", 10.0 + i)]
     if size:
         fields.append(("pm10", 1.0 * size))
-    return telemetry.encode_sample(T0 + i, fields)
+    return encode_sample(T0 + i, fields)
 
 
 def test_encode_sample_is_compact_json():
-    s = telemetry.encode_sample(T0, [("pm25", 12.4), ("occupied", True), ("lamp_on", False),
+    s = encode_sample(T0, [("pm25", 12.4), ("occupied", True), ("lamp_on", False),
                                      ("vehicles", 7), ("temperature", -3.25)])
     eq(s, b'{"t":1763700000123,"pm25":12.4,"occupied":true,"lamp_on":false,"vehicles":7,'
        b'"temperature":-3.25}', "encoding")
@@ -23,7 +23,7 @@ def test_encode_sample_is_compact_json():
 
 
 def test_encode_sample_drops_non_finite_and_none():
-    s = telemetry.encode_sample(T0, [("a", float("nan")), ("b", float("inf")),
+    s = encode_sample(T0, [("a", float("nan")), ("b", float("inf")),
                                      ("c", float("-inf")), ("d", None), ("e", 1.5)])
     eq(json.loads(s), {"t": T0, "e": 1.5}, "only finite numbers and bools")
 
@@ -37,7 +37,7 @@ def test_floats_stay_floats_and_short():
 
 def ts(ob):
     """The t offsets of all samples the outbox holds, oldest first."""
-    return [json.loads(ob.sample(i))["t"] - T0 for i in range(ob.count)]
+    return [json.loads(bytes(ob.part(i)))["t"] - T0 for i in range(ob.count)]
 
 
 def test_message_shape_and_order():
@@ -45,11 +45,11 @@ def test_message_shape_and_order():
     for i in range(5):
         ob.add(sample(i))
     m = ob.take()
-    doc = json.loads(m.payload())
+    doc = json.loads(payload(m))
     eq(sorted(doc.keys()), ["boot", "samples", "seq", "v"], "keys")
     eq((doc["v"], doc["boot"], doc["seq"]), (1, 7, 0), "v, boot, first seq")
     eq([s["t"] for s in doc["samples"]], [T0, T0 + 1, T0 + 2], "oldest first, max 3")
-    eq(m.size, len(m.payload()), "size announced to MQTT = bytes streamed")
+    eq(m.size, len(payload(m)), "size announced to MQTT = bytes streamed")
     eq(ob.pending(), 2, "two wait")
 
 
@@ -57,8 +57,8 @@ def test_single_sample_message():
     ob = telemetry.Outbox(1)
     ob.add(sample(0))
     m = ob.take()
-    eq(json.loads(m.payload())["samples"], [{"t": T0, "pm25": 10.0}], "one sample")
-    eq(m.size, len(m.payload()), "size")
+    eq(json.loads(payload(m))["samples"], [{"t": T0, "pm25": 10.0}], "one sample")
+    eq(m.size, len(payload(m)), "size")
 
 
 def test_seq_counts_messages_from_zero_per_boot():
@@ -94,10 +94,10 @@ def test_retry_keeps_seq_and_samples():
         ob.add(sample(i))
     m = ob.take()
     m.pid = 42
-    first = m.payload()
+    first = payload(m)
     for i in range(3, 10):
         ob.add(sample(i))  # more samples arrive while the message waits for its PUBACK
-    eq(m.payload(), first, "same bytes when sent again")
+    eq(payload(m), first, "same bytes when sent again")
     eq(ob.msg, m, "still in flight")
     ob.ack(m)
     eq(ob.msg, None, "acknowledged")
@@ -111,12 +111,12 @@ def test_budget_drops_oldest_unsent_never_inflight():
     ob.add(sample(0))
     ob.add(sample(1))
     m = ob.take()
-    before = m.payload()
+    before = payload(m)
     for i in range(2, 12):
         ob.add(sample(i))
     eq(ob.count, 5, "budget holds five samples")
     eq(ts(ob), [0, 1, 9, 10, 11], "message in flight kept, newest unsent kept")
-    eq(m.payload(), before, "message in flight untouched")
+    eq(payload(m), before, "message in flight untouched")
     eq(ob.dropped, 7, "dropped count")
     ob.ack(m)
     eq(ob.nbytes, one * 3, "accounting back to the pending samples")
@@ -130,8 +130,8 @@ def test_ring_wraps_around_many_times():
         ob.add(sample(i))
         if i % 4 == 3:
             m = ob.take()
-            got.extend(json.loads(s)["t"] - T0 for s in [ob.sample(k) for k in range(m.count)])
-            eq(m.size, len(m.payload()), "size")
+            got.extend(json.loads(s)["t"] - T0 for s in [bytes(ob.part(k)) for k in range(m.count)])
+            eq(m.size, len(payload(m)), "size")
             ob.ack(m)
     eq(ob.dropped, 0, "enough room")
     eq(got, list(range(len(got))), "every sample once, in order")
@@ -150,11 +150,11 @@ def test_max_samples_limits():
     raises(ValueError, telemetry.Outbox, 1, 101)
     ob = telemetry.Outbox(1, max_samples=100, max_bytes=1 << 20)
     for i in range(150):
-        ob.add(telemetry.encode_sample(T0 + i, [("pm1", 1.5), ("pm25", 2.5), ("pm10", 3.5),
+        ob.add(encode_sample(T0 + i, [("pm1", 1.5), ("pm25", 2.5), ("pm10", 3.5),
                                                 ("temperature", -12.5), ("humidity", 99.5),
                                                 ("pressure", 1013.25)]))
     m = ob.take()
-    doc = json.loads(m.payload())
+    doc = json.loads(payload(m))
     eq(len(doc["samples"]), 100, "at most 100 samples")
     assert m.size < 64 * 1024, "a full message stays under 64 KiB"
     eq(ob.pending(), 50, "the rest waits")

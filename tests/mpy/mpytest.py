@@ -16,6 +16,18 @@ def eq(got, want, what=""):
         raise AssertionError("%s: got %r, want %r" % (what or "value", got, want))
 
 
+def encode_sample(t, fields):
+    """A sample as the board buffers it: compact JSON bytes."""
+    from urbanpulse_fw import telemetry
+
+    return bytes(telemetry.encode(b'{"t":%d' % t, fields))
+
+
+def payload(msg):
+    """The bytes of a telemetry message as streamed to the socket."""
+    return b"".join(bytes(c) for c in msg.chunks())
+
+
 def tmpdir(name):
     """A fresh directory for one check, under $URBANPULSE_TEST_TMP (set by the pytest driver)
     or /tmp."""

@@ -16,8 +16,7 @@ def _s16(b, i):
 
 
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, i2c, addr, threshold, dwell_s, baseline=None):
-        super().__init__(name, interval_ms)
+    def __init__(self, i2c, addr, threshold, dwell_s, baseline=None):
         self.i2c = i2c
         self.addr = addr
         self.thr = threshold

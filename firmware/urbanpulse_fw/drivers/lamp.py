@@ -31,8 +31,7 @@ def sun_altitude(t, lat, lon):
 
 
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, relay, meter=None, lat=52.37, lon=4.9, auto=True):
-        super().__init__(name, interval_ms)
+    def __init__(self, relay, meter=None, lat=52.37, lon=4.9, auto=True):
         self.relay = relay
         self.meter = meter
         self.lat = lat

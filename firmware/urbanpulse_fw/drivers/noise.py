@@ -8,8 +8,7 @@ from urbanpulse_fw.drivers import base
 
 
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, adc, db_per_v=50.0, offset_db=0.0):
-        super().__init__(name, interval_ms)
+    def __init__(self, adc, db_per_v=50.0, offset_db=0.0):
         self.adc = adc
         self.k = db_per_v
         self.off = offset_db

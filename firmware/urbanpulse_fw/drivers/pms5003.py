@@ -14,8 +14,7 @@ WAKE = b"\x42\x4d\xe4\x00\x01\x01\x74"
 
 
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, uart):
-        super().__init__(name, interval_ms)
+    def __init__(self, uart):
         self.uart = uart
         self.buf = b""
         self.pm = None
@@ -24,17 +23,14 @@ class Sensor(base.Sensor):
         self.asleep = False
         self.wake = self.warm = self.at
 
-    def wake_up(self):
-        self.uart.write(WAKE)
-        self.asleep = False
-        self.pm = None
-        # No fault for the warm-up: frames (and data) are expected from its end on.
-        self.warm = self.heard = self.at = time.ticks_add(time.ticks_ms(), WARM_MS)
-
     def tick(self, now):
         if self.asleep:
-            if time.ticks_diff(time.ticks_ms(), self.wake) >= 0:
-                self.wake_up()
+            if time.ticks_diff(time.ticks_ms(), self.wake) >= 0:  # wake it up
+                self.uart.write(WAKE)
+                self.asleep = False
+                self.pm = None
+                # No fault for the warm-up: frames (and data) are expected from its end on.
+                self.warm = self.heard = self.at = time.ticks_add(time.ticks_ms(), WARM_MS)
             return
         n = self.uart.any()
         if not n:
@@ -67,7 +63,8 @@ class Sensor(base.Sensor):
 
     def sample(self, t):
         if self.asleep:  # sampled earlier than planned (a new interval): wake it now
-            self.wake_up()
+            self.wake = time.ticks_ms()
+            self.tick(0)
             return []
         self.tick(0)
         now = time.ticks_ms()

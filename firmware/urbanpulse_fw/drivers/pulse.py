@@ -9,8 +9,7 @@ STUCK_MS = 30000  # a pulse output held active this long is a detector or wiring
 
 
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, pin, trigger, active, min_gap_ms=50):
-        super().__init__(name, interval_ms)
+    def __init__(self, pin, trigger, active, min_gap_ms=50):
         self.pin = pin
         self.active = active  # the level of the output during a pulse
         self.gap = min_gap_ms  # relay contacts bounce: edges closer than this are one pulse

@@ -2,15 +2,20 @@
 # registers" (function 0x04) from 0x0000, 10 registers; every frame ends with a CRC-16/MODBUS,
 # low byte first. Registers: voltage 0.1 V; current 0.001 A and power 0.1 W (32 bits, low
 # word first); energy 1 Wh (32 bits); frequency 0.1 Hz; power factor 0.01; alarm.
+import struct
 import time
-
-from urbanpulse_fw.drivers.crc import crc16_modbus
 
 TIMEOUT_MS = 200  # 25 bytes take 26 ms at 9600 baud; the meter answers within ~100 ms
 
 
 def frame(body):
-    c = crc16_modbus(body)
+    """body followed by its CRC-16/MODBUS (reflected polynomial 0xA001, init 0xFFFF), low
+    byte first."""
+    c = 0xFFFF
+    for b in body:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
     return bytes(body) + bytes((c & 255, c >> 8))
 
 
@@ -40,6 +45,6 @@ class Meter:
                 time.sleep_ms(5)
         if b[0] != self.addr or b[1] != 4 or b[2] != 20 or frame(b[:23]) != b[:25]:
             return "checksum"
-        r = [b[i] << 8 | b[i + 1] for i in range(3, 23, 2)]
+        r = struct.unpack(">10H", b[3:23])
         return (r[0] / 10, (r[1] | r[2] << 16) / 1000, (r[3] | r[4] << 16) / 10,
                 r[5] | r[6] << 16, r[7] / 10, r[8] / 100)

@@ -4,14 +4,23 @@
 # humidity = 100 * w / 65535.
 import time
 
-from urbanpulse_fw.drivers import base, crc
+from urbanpulse_fw.drivers import base
 
 STALE_MS = 15000  # three periods without a new measurement: the sensor stopped
 
 
+def crc8_sensirion(data):
+    """Sensirion CRC-8: polynomial 0x31, init 0xFF, no reflection; CRC(BE EF) = 0x92."""
+    c = 0xFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = ((c << 1) ^ 0x31) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+    return c
+
+
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, i2c, addr, th=False):
-        super().__init__(name, interval_ms)
+    def __init__(self, i2c, addr, th=False):
         self.i2c = i2c
         self.addr = addr
         self.th = th
@@ -19,28 +28,17 @@ class Sensor(base.Sensor):
         self.at = self.next = time.ticks_ms()
         self.bad = False
 
-    def cmd(self, c, wait_ms=1):
+    def words(self, c, n=0, wait_ms=1):
+        """Send command c; then read n words, or None if one fails its CRC."""
         self.i2c.writeto(self.addr, bytes((c >> 8, c & 255)))
         time.sleep_ms(wait_ms)
-
-    def words(self, c, n):
-        self.cmd(c)
-        b = self.i2c.readfrom(self.addr, 3 * n)
+        b = self.i2c.readfrom(self.addr, 3 * n) if n else b""
         out = []
         for i in range(0, 3 * n, 3):
-            if crc.crc8_sensirion(b[i:i + 2]) != b[i + 2]:
+            if crc8_sensirion(b[i:i + 2]) != b[i + 2]:
                 return None
             out.append(b[i] << 8 | b[i + 1])
         return out
-
-    def setup(self):
-        # It may still be measuring from before a soft reset of the ESP32: stop first (the
-        # sensor takes 500 ms), then start periodic measurement.
-        self.cmd(0x3F86, 500)
-        self.cmd(0x21B1)
-        self.ready = True
-        self.err = None
-        self.at = time.ticks_ms()
 
     def tick(self, now):
         now = time.ticks_ms()
@@ -48,7 +46,13 @@ class Sensor(base.Sensor):
             return
         self.next = time.ticks_add(now, 1000)  # ask once a second
         if not self.ready:
-            self.setup()
+            # It may still be measuring from before a soft reset of the ESP32: stop first
+            # (the sensor takes 500 ms), then start periodic measurement.
+            self.words(0x3F86, 0, 500)
+            self.words(0x21B1)
+            self.ready = True
+            self.err = None
+            self.at = time.ticks_ms()
             return
         w = self.words(0xE4B8, 1)  # get_data_ready_status
         if w is None:

@@ -4,8 +4,7 @@ from urbanpulse_fw.drivers import base
 
 
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, adc, dry, wet):
-        super().__init__(name, interval_ms)
+    def __init__(self, adc, dry, wet):
         self.adc = adc
         self.dry = dry
         self.wet = wet

@@ -10,8 +10,7 @@ STALE_MS = 3000
 
 
 class Sensor(base.Sensor):
-    def __init__(self, name, interval_ms, uart, mount_cm, pings=5):
-        super().__init__(name, interval_ms)
+    def __init__(self, uart, mount_cm, pings=5):
         self.uart = uart
         self.mount = mount_cm
         self.n = pings

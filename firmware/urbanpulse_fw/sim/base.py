@@ -1,8 +1,6 @@
 # What the simulated sensors share: a seeded generator, daily-pattern shapes, the base class.
 import math
 
-from urbanpulse_fw import clock
-
 TAU = 2 * math.pi
 
 
@@ -47,6 +45,16 @@ class Rng:
             n += 1
             p *= self.random()
         return n
+
+
+def local_hour(t, offset=0):
+    """Hour of the local day as a float in [0, 24); t in Unix ms, offset from UTC in s."""
+    return ((t // 1000 + offset) % 86400) / 3600
+
+
+def day_of_year(t, offset=0):
+    """Approximate day of the year, 0 = 1 January (good to a day; enough for seasons)."""
+    return ((t // 1000 + offset) // 86400) % 365.2425
 
 
 def clamp(x, lo, hi):
@@ -97,7 +105,7 @@ class Sensor:
         else:
             dt = (t - self.last) / 1000
         self.last = t
-        return clock.local_hour(t, self.offset), clock.day_of_year(t, self.offset), dt
+        return local_hour(t, self.offset), day_of_year(t, self.offset), dt
 
     def ar(self, x, dt, tau):
         """AR(1) step: unit-variance noise correlated over tau seconds."""

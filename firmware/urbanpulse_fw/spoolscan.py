@@ -1,0 +1,42 @@
+# Reads what an earlier start left in the flash spool (spool.py): its segment files, how many
+# whole records each holds, and how far the oldest was acknowledged. Used once per start by
+# Spool(), then unloaded: its code would otherwise stay in RAM for nothing.
+import os
+
+from urbanpulse_fw.spool import _valid
+
+
+def scan(sp):
+    try:
+        os.mkdir(sp.path)
+    except OSError:
+        pass
+    nums = []
+    for name in os.listdir(sp.path):
+        if name.isdigit():
+            nums.append(int(name))
+    nums.sort()
+    pos = (0, 0)
+    try:
+        with open(sp.path + "/pos") as f:
+            x = f.read().split()
+            pos = (int(x[0]), int(x[1]))
+    except (OSError, ValueError, IndexError):
+        pass
+    for n in nums:
+        start = pos[1] if n == pos[0] and not sp.segs else 0
+        size = os.stat(sp._file(n))[6]
+        k = 0
+        with open(sp._file(n), "rb") as f:
+            f.seek(start)
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                if _valid(line):
+                    k += 1
+        if not sp.segs:
+            sp.pos = start
+        sp.segs.append([n, size, k])
+        sp.count += k
+        sp.nbytes += size
