@@ -45,6 +45,7 @@ class Spool:
         self.segs = []  # type: list  # [number, size in bytes, records not yet acked]
         self.pos = 0  # bytes of the oldest segment already acknowledged
         self.count = 0  # records held
+        self.wrote = 0  # records the current append() wrote
         self.nbytes = 0
         self.dropped = 0
         self.tail_open = False  # False: the next append starts a new segment
@@ -83,6 +84,7 @@ class Spool:
                 seg[2] += 1
                 self.nbytes += len(s) + 10
                 self.count += 1
+                self.wrote += 1  # the caller's count, should a MemoryError cut this short
         finally:
             if f is not None:
                 f.close()

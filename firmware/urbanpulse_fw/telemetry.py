@@ -5,6 +5,8 @@
 # Samples are kept as small pre-encoded JSON byte strings and a message is streamed to the
 # socket chunk by chunk: no big string is ever built, which matters on a 64 KiB heap.
 
+import gc
+
 if False:  # for type checkers only: no typing module on the board
     from typing import Any
 
@@ -213,7 +215,18 @@ class Outbox:
                     self.spool.append(self.part, 0, sent)
             self.spool.inflight = None
         if self.count > sent:
-            self.spool.append(self.part, sent, self.count)
+            sp = self.spool
+            sp.wrote = 0
+            try:
+                sp.append(self.part, sent, self.count)
+            except MemoryError:
+                # Cut short: what reached the flash leaves RAM, or it would be sent twice.
+                k = sp.wrote
+                if not stop and k:
+                    size = self.offs[sent + k] - self.offs[sent] + k * SAMPLE_OVERHEAD
+                    self._cut(sent, k)
+                    self.nbytes -= size
+                raise
         if stop:
             self.count = 0
             self.nbytes = 0
