@@ -9,8 +9,10 @@ MPY_STUBS := $(VENV)/micropython-stubs
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian package : a file it installs (to skip apt when already there).
 # node/npm: the dashboard tests derive a JSON Schema from Grafana's published TypeScript types.
+# systemd: only for `systemd-analyze verify` of the gateway unit (nothing runs systemd here).
 SYSTEM_PACKAGES := mosquitto:/usr/sbin/mosquitto influxdb:/usr/bin/influxd \
-                   victoria-metrics:/usr/bin/victoria-metrics nodejs:/usr/bin/node npm:/usr/bin/npm
+                   victoria-metrics:/usr/bin/victoria-metrics nodejs:/usr/bin/node npm:/usr/bin/npm \
+                   systemd:/usr/bin/systemd-analyze
 
 .PHONY: setup system-packages venv lint typecheck test demo stack-up stack-down clean
 

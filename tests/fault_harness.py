@@ -1,5 +1,6 @@
-"""What the fault tests need around the load: the gateway as a real process, one service
-stopped and started again, and the count of what InfluxDB holds against what was published."""
+"""What the fault tests need around the load: the gateway as a real process and the count of
+what InfluxDB holds against what was published (one service stopped and started again:
+services.py)."""
 
 from __future__ import annotations
 
@@ -18,30 +19,11 @@ import tomli_w
 from gateway_harness import wait_until
 from loadgen import KINDS, LoadResult
 from services import Services, influx_query
-from urbanpulse import stack
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
     """Poll until condition() is truthy; AssertionError naming `what` after timeout_s."""
     return wait_until(condition, timeout_s, what)
-
-
-# -- services --------------------------------------------------------------------------------
-def stop_service(services: Services, name: str) -> None:
-    """Stop one of the two services (SIGTERM: Mosquitto saves its persistence file first).
-
-    urbanpulse.stack only stops both at once; its pid check (only a process running our binary
-    with our config is signalled) is reused here.
-    """
-    svc = next(s for s in stack._services(services.settings) if s.name == name)
-    pid = stack._our_pid(svc)
-    assert pid is not None, f"{name} is not running"
-    stack._stop_all([(svc, pid)], timeout_s=30)
-
-
-def start_stopped_services(services: Services) -> None:
-    """`stack up` starts whichever service is not running and waits until it answers."""
-    stack.up(services.settings, timeout_s=60)
 
 
 # -- the gateway process ---------------------------------------------------------------------

@@ -85,6 +85,23 @@ def stop_services(s: Services) -> None:
     stack.down(s.settings)
 
 
+def stop_service(services: Services, name: str) -> None:
+    """Stop one of the two services (SIGTERM: Mosquitto saves its persistence file first).
+
+    urbanpulse.stack only stops both at once; its pid check (only a process running our binary
+    with our config is signalled) is reused here.
+    """
+    svc = next(s for s in stack._services(services.settings) if s.name == name)
+    pid = stack._our_pid(svc)
+    assert pid is not None, f"{name} is not running"
+    stack._stop_all([(svc, pid)], timeout_s=30)
+
+
+def start_stopped_services(services: Services) -> None:
+    """`stack up` starts whichever service is not running and waits until it answers."""
+    stack.up(services.settings, timeout_s=60)
+
+
 def influx_query(s: Services, q: str) -> list[dict[str, Any]]:
     """The series of the first statement's result ([] if it has none); raises on any error."""
     response = _http.request(

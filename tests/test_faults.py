@@ -25,8 +25,6 @@ from fault_harness import (
     GatewayProcess,
     exactly_once_problems,
     gateway_stats,
-    start_stopped_services,
-    stop_service,
     stored_count,
     wait_all_stored,
     wait_for,
@@ -38,6 +36,8 @@ from services import (
     influx_drop_and_create,
     influx_write,
     start_services,
+    start_stopped_services,
+    stop_service,
     stop_services,
 )
 from urbanpulse import stack

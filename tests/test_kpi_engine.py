@@ -499,6 +499,36 @@ def test_kpi_run_once_command_and_the_periodic_job(influx: Services, tmp_path: P
     assert not job.run_due(time.monotonic() - 3600)  # not due yet: nothing runs
 
 
+def test_late_windows_are_kept_while_the_gateway_still_holds_unstored_points(
+    city: tuple[Services, City, Registry, Settings],
+) -> None:
+    """After an outage the gateway notes a board's late samples on receipt, but stores them
+    only as its spool replays: until the backlog is gone, each run recomputes those windows."""
+    services, data, registry, settings = city
+    backlog = True
+    job = KpiJob(settings, lambda: registry, backlog=lambda: backlog)
+    job.engine = engine_for(settings, registry)
+    job.engine.settle_s = 0
+    old = NOW - 12 * H - 30 * M  # outside the 3-hour lookback
+    query: Callable[[], dict[int, dict[str, Any]]] = lambda: kpi(  # noqa: E731
+        services, "kpi_traffic_hourly", level="device", device_id="traf-c-01")
+    late = [old + 200_000 + k * 1000 for k in range(3)]
+    job.note_samples("traf-c-01", min(late), max(late))  # received, still in the spool
+    assert job.run_due(0.0)
+    assert job.engine.dirty_hours == 1, "kept: the points are not stored yet"
+    before = sum(v for _, v in in_window(data.raw["traf-c-01"], old, old + H, "vehicles"))
+    assert query()[old]["vehicles"] == before
+    reg = registry.get("traf-c-01")
+    assert reg is not None
+    influx_write(services, "\n".join(  # the spool is replayed
+        encode_point("traffic", reg.device.tags, {"vehicles": 40.0, "period_s": 1.0}, t)
+        for t in late))
+    backlog = False
+    assert job.run_due(1e9)
+    assert job.engine.dirty_hours == 0
+    assert query()[old]["vehicles"] == before + 120
+
+
 def test_a_failed_run_keeps_the_late_windows_for_the_next_one(tmp_path: Path) -> None:
     # An InfluxDB nobody listens on.
     settings = Settings(influx={"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 2})

@@ -139,12 +139,18 @@ def notify() -> Iterator[tuple[NotifyListener, str]]:
 
 
 def _start_gateway(
-    services: Services, tmp_path: Path, notify_socket: str, influx_url: str, extra: str = ""
+    services: Services,
+    tmp_path: Path,
+    notify_socket: str,
+    influx_url: str,
+    extra: str = "",
+    client_id: str = "",
 ) -> tuple[subprocess.Popen[bytes], Path]:
     (tmp_path / "devices.csv").write_text(REGISTRY_CSV)
     config = tmp_path / "urbanpulse.toml"
+    client_id = client_id or f"notify-{uuid.uuid4().hex[:8]}"
     config.write_text(
-        f'[mqtt]\nport = {services.mqtt_port}\nclient_id = "notify-{uuid.uuid4().hex[:8]}"\n'
+        f'[mqtt]\nport = {services.mqtt_port}\nclient_id = "{client_id}"\n'
         f'[influx]\nurl = "{influx_url}"\n{extra}'
         "[stats]\ninterval_s = 0.5\n[metrics]\nport = 0\n"
     )
@@ -275,3 +281,50 @@ def test_notifier_speaks_the_protocol_and_stays_quiet_outside_systemd(tmp_path: 
     # Not started by systemd: nothing is sent, nothing fails.
     quiet = Notifier({})
     assert not quiet.enabled and not quiet.ready("x") and quiet.watchdog_interval_s is None
+
+
+@pytest.mark.services
+def test_sigterm_during_a_hung_write_exits_within_10_s_and_the_broker_keeps_the_message(
+    influx: Services, tmp_path: Path, notify: tuple[NotifyListener, str]
+) -> None:
+    """systemd's stop must not wait on InfluxDB: the hung write is abandoned, its message stays
+    unacknowledged, and the next gateway with the same session stores it."""
+    listener, address = notify
+    url = urlparse(influx.influx_url)
+    assert url.hostname is not None and url.port is not None
+    proxy = StallingProxy((url.hostname, url.port))
+    client_id = f"hung-stop-{uuid.uuid4().hex[:8]}"
+    process, log_path = _start_gateway(
+        influx, tmp_path, address, f"http://127.0.0.1:{proxy.port}", "timeout_s = 300\n",
+        client_id=client_id,
+    )
+    publisher = Publisher(influx, f"hung-stop-pub-{uuid.uuid4().hex[:8]}")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(lambda: listener.with_key("READY"), 30, "READY=1")
+        proxy.stall()
+        now = time.time_ns() // 1_000_000
+        publisher.publish("city/noise-centre-01/telemetry",
+                          {"v": 1, "boot": 1, "seq": 0, "samples": [{"t": now, "laeq": 53.0}]})
+        wait_until(lambda: "pipeline stuck" in log_path.read_text(), 30, "the write to hang")
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = process.wait(15)
+        took = time.monotonic() - sent
+        assert took < 10, f"stopped after {took:.1f} s"
+        assert code == 0
+        assert "could not store pending points in time" in log_path.read_text()
+        proxy.release()
+        assert count_points(influx, "noise", "laeq") == 0
+        again = tmp_path / "again"
+        again.mkdir()
+        second, _ = _start_gateway(influx, again, address, influx.influx_url, client_id=client_id)
+        wait_until(lambda: count_points(influx, "noise", "laeq") == 1, 30,
+                   "the redelivered message stored by the next gateway")
+    finally:
+        publisher.close()
+        _stop(process)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            second.wait(15)
+        proxy.close()

@@ -36,6 +36,8 @@ from services import (
     influx_drop_and_create,
     influx_write,
     start_services,
+    start_stopped_services,
+    stop_service,
     stop_services,
 )
 from urbanpulse import stack
@@ -70,14 +72,7 @@ def store(private: Services) -> Services:
 
 
 def stop_influx(services: Services) -> None:
-    svc = next(s for s in stack._services(services.settings) if s.name == stack.INFLUXDB)
-    pid = stack._our_pid(svc)
-    assert pid is not None, "InfluxDB is not running"
-    stack._stop_all([(svc, pid)], timeout_s=30)
-
-
-def start_influx(services: Services) -> None:
-    stack.up(services.settings, timeout_s=60)  # starts whichever service is stopped
+    stop_service(services, stack.INFLUXDB)
 
 
 def count_points_or_down(services: Services) -> int | None:
@@ -168,7 +163,7 @@ def test_influxdb_down_messages_are_spooled_acked_and_stored_once_after_restart(
         noise = spooled_lines(spool_dir, tmp_path, "noise,")
         assert len(noise) == 30, "each message spooled exactly once"
 
-        start_influx(store)
+        start_stopped_services(store)
         # Same session, another spool: the broker has nothing to redeliver (all acked).
         second = gateway_settings(store, registry, client_id)
         second.spool = SpoolSettings(path=tmp_path / "other-spool")
@@ -189,7 +184,7 @@ def test_influxdb_down_messages_are_spooled_acked_and_stored_once_after_restart(
             assert gateway.stats.snapshot()["replayed_points"] >= 30
     finally:
         publisher.close()
-        start_influx(store)
+        start_stopped_services(store)
     stored = rows(store, "SELECT laeq FROM noise")
     assert [(r["time"], r["laeq"]) for r in stored] == [
         (t + seq * 1000, 40.0 + seq) for seq in range(30)
@@ -208,7 +203,7 @@ def test_new_batches_queue_behind_the_spool_and_are_stored_in_order_when_influx_
             for seq in range(10):
                 publisher.publish(NOISE, laeq(seq, t + seq * 1000, 40.0 + seq))
             wait_until(lambda: gw.stats.snapshot()["spooled_points"] >= 10, what="spooled")
-            start_influx(store)
+            start_stopped_services(store)
             for seq in range(10, 20):
                 publisher.publish(NOISE, laeq(seq, t + seq * 1000, 40.0 + seq))
             wait_until(lambda: count_points(store, "noise", "laeq") == 20, what="all stored",
@@ -217,7 +212,7 @@ def test_new_batches_queue_behind_the_spool_and_are_stored_in_order_when_influx_
             assert len(delivered) == 20
     finally:
         publisher.close()
-        start_influx(store)
+        start_stopped_services(store)
     values = [r["laeq"] for r in rows(store, "SELECT laeq FROM noise")]
     assert values == [40.0 + seq for seq in range(20)]
 
@@ -354,16 +349,39 @@ def test_full_spool_stops_acknowledging_and_nothing_is_lost_once_influxdb_return
 
         # InfluxDB back: the same session and spool. The broker redelivers what was never
         # acknowledged and the spool is replayed: every message stored, once.
-        start_influx(store)
+        start_stopped_services(store)
         with gateway_with_spy(settings) as (gateway, delivered):
             wait_until(lambda: count_points(store, "noise", "laeq") == 200, what="all 200",
                        timeout_s=60)
             assert len(delivered) > 0, "nothing was held back from the broker"
     finally:
         publisher.close()
-        start_influx(store)
+        start_stopped_services(store)
     times = [r["time"] for r in rows(store, "SELECT laeq FROM noise")]
     assert times == [t + seq * 100 for seq in range(200)]
+
+
+def test_a_full_batcher_never_blocks_the_main_loop_so_a_stop_request_still_stops_it(
+    store: Services, registry: Path, client_id: str
+) -> None:
+    """With the batcher full (InfluxDB down and the spool full), the main loop's own points
+    (statistics, liveness, the device info of a reloaded registry) are skipped, not waited
+    for: the loop goes on pinging the watchdog and sees SIGTERM's stop request."""
+    gateway = Gateway(gateway_settings(store, registry, client_id))
+    try:
+        # Never started: nothing drains the batcher, as when nothing can be stored.
+        gateway.batcher.add([f"noise,device_id=x laeq=1 {i}" for i in range(100_000)])
+        with registry.open("a") as f:
+            f.write("noise-west-01,noise,west,,,,60\n")
+        runner = threading.Thread(target=gateway.run, daemon=True)
+        runner.start()
+        wait_until(lambda: "noise-west-01" in gateway.registry_watcher.registry,
+                   what="the registry reloaded")
+        gateway.request_stop()
+        runner.join(10)
+        assert not runner.is_alive(), "the main loop is blocked on the full batcher"
+    finally:
+        gateway.stop(2)
 
 
 def test_real_redelivery_after_a_broker_restart_is_a_duplicate_acked_after_the_original(
@@ -386,16 +404,14 @@ def test_real_redelivery_after_a_broker_restart_is_a_duplicate_acked_after_the_o
             wait_until(lambda: gateway.batcher.spool_status()["spool_disk_bytes"] > 3000,
                        what="spool full")
             publisher.close()
-            svc = next(s for s in stack._services(store.settings) if s.name == stack.MOSQUITTO)
-            pid = stack._our_pid(svc)
-            assert pid is not None
-            stack._stop_all([(svc, pid)], timeout_s=30)
+            stop_service(store, stack.MOSQUITTO)
             # Mosquitto alone back (`stack.up` would start InfluxDB too).
+            svc = next(s for s in stack._services(store.settings) if s.name == stack.MOSQUITTO)
             stack._spawn(svc, stack._find_binary(svc), store.settings)
             wait_until(lambda: gateway.stats.snapshot()["duplicates"] > 0, timeout_s=60,
                        what="the held messages redelivered and recognised")
             assert count_points_or_down(store) is None, "InfluxDB came back too early"
-            start_influx(store)
+            start_stopped_services(store)
             wait_until(lambda: count_points(store, "noise", "laeq") == 50, timeout_s=60,
                        what="all stored")
             wait_until(lambda: gateway.batcher.pending_points == 0, what="nothing pending")
@@ -409,7 +425,7 @@ def test_real_redelivery_after_a_broker_restart_is_a_duplicate_acked_after_the_o
             assert delivered == [AIR], "a held message was never acknowledged"
     finally:
         publisher.close()
-        start_influx(store)
+        start_stopped_services(store)
 
 
 def test_redelivered_message_counted_as_duplicate_stored_once_and_acked(

@@ -34,6 +34,7 @@ from .device_topics import DeviceChannel, topic_channel
 from .health import HealthHandler
 from .influx import PointWriter, WriteError, make_writer
 from .kpi.job import KpiJob
+from .kpi.windows import hour_start
 from .lineprotocol import encode_point
 from .liveness import Liveness, StatusHandler
 from .logs import RateLimitedLog
@@ -85,9 +86,11 @@ class Gateway:
         self._rejections = RateLimitedLog(
             logging.getLogger("urbanpulse.rejected"), settings.log.rejection_interval_s
         )
+        prefix = settings.mqtt.topic_prefix
+        registry = lambda: self.registry_watcher.registry  # noqa: E731 - read at each call
         self.handler = MessageHandler(
-            settings.mqtt.topic_prefix,
-            lambda: self.registry_watcher.registry,
+            prefix,
+            registry,
             TelemetryValidator(max_future_ms=settings.validation.max_future_s * 1000),
             self.stats,
             self._rejections,
@@ -96,7 +99,7 @@ class Gateway:
         )
         # KPIs are computed from stored data in a thread of their own, with their own
         # connections, so that a slow KPI run never holds up storing readings.
-        self.kpi = KpiJob(settings, lambda: self.registry_watcher.registry)
+        self.kpi = KpiJob(settings, registry, backlog=self._store_backlog)
         self.batcher = Batcher(
             self.writer,
             self._ack,
@@ -112,8 +115,6 @@ class Gateway:
             ),
             dead_letter=DeadLetterFile(settings.spool.dead_letter_file),
         )
-        prefix = settings.mqtt.topic_prefix
-        registry = lambda: self.registry_watcher.registry  # noqa: E731 - read at each call
         self.health = HealthHandler(
             DeviceChannel("health", prefix, registry, self.stats, self._rejections),
             max_future_ms=settings.validation.max_future_s * 1000,
@@ -135,6 +136,8 @@ class Gateway:
         self._started = time.monotonic()
         self._metrics: MetricsServer | None = None
         self._stuck_reason: str | None = None
+        # The registry changed and its device_info points are not queued yet.
+        self._device_info_due = False
         self._stop = threading.Event()
         self._accepting = True
         # Packet ids belong to one connection; an ack must never reach a later one.
@@ -260,13 +263,16 @@ class Gateway:
             lines += self.liveness.seen(topic.split("/")[-2])
         return lines
 
+    def _store_backlog(self) -> bool:
+        """Points received but not stored yet, beyond the batch being written."""
+        return self.batcher.spool_status()["spool_points"] > 0
+
     def _note_late_samples(self, device_id: str, message: Telemetry) -> None:
         """A board delivering its offline buffer: recompute the KPI windows it touches."""
         if not message.samples:
             return
         t_min = min(sample.t for sample in message.samples)
-        now_ms = _now_ms()
-        if t_min < now_ms - now_ms % 3_600_000:  # older than the current UTC hour
+        if t_min < hour_start(_now_ms()):  # older than the current UTC hour
             self.kpi.note_samples(device_id, t_min, max(sample.t for sample in message.samples))
 
     def _ack(self, tokens: list[AckToken]) -> None:
@@ -344,13 +350,13 @@ class Gateway:
                 due.append(next_ping)
             self._stop.wait(max(0.05, min(due) - time.monotonic()))
 
-    def _add_housekeeping(self, lines: list[str]) -> None:
+    def _add_housekeeping(self, lines: list[str]) -> bool:
         """Our own points, from the main loop, which must never block: Batcher.add waits
         while the batcher is full (spool full, InfluxDB down), and a blocked main loop stops
-        the watchdog pings. Skipped points come back: stats next interval, liveness states
-        with the next heartbeat."""
-        if lines and self.batcher.pending_points < self.batcher._max_pending:
-            self.batcher.add(lines)
+        the watchdog pings and never sees SIGTERM's stop request. Skipped points come back:
+        stats next interval, liveness states with the next heartbeat, device info with the
+        next registry poll. False when skipped."""
+        return self.batcher.offer(lines)
 
     def _watchdog(self) -> None:
         """Ping systemd only while the pipeline makes progress: a stuck gateway is better
@@ -379,9 +385,7 @@ class Gateway:
             return "the batcher thread has stopped"
         idle = self.writer.idle_for()
         if limit is not None and idle > max(limit, IDLE_WITH_WORK_LIMIT_S):
-            waiting = self.batcher.pending_points + int(
-                self.batcher.spool_status().get("spool_points", 0)
-            )
+            waiting = self.batcher.pending_points + self.batcher.spool_status()["spool_points"]
             if waiting:
                 return f"{waiting} points wait, but no InfluxDB write for {idle:.0f} s"
         return None
@@ -395,7 +399,7 @@ class Gateway:
         states = self.liveness.states()
         online = sum(1 for s in states.values() if s == "online")
         snap = self.stats.snapshot()
-        spool = self.batcher.spool_status().get("spool_points", 0)
+        spool = self.batcher.spool_status()["spool_points"]
         broker = "connected" if self.connected.is_set() else "broker unreachable"
         return (
             f"{broker}; {online}/{len(states)} devices online; {snap['stored_points']} points "
@@ -407,8 +411,11 @@ class Gateway:
         self.notifier.stopping()
         self._stop.set()
 
-    def stop(self, timeout_s: float = 8.0) -> None:
-        """Stop taking messages, store and acknowledge what is pending, disconnect."""
+    def stop(self, timeout_s: float = 6.0) -> None:
+        """Stop taking messages, store and acknowledge what is pending, disconnect.
+
+        At most about 9 s (KPI run 1 s, flush ``timeout_s``, a hung write abandoned after
+        2 s more): the issue's promise is an exit within 10 s of SIGTERM."""
         self.notifier.stopping()
         self._stop.set()
         self._accepting = False
@@ -432,11 +439,14 @@ class Gateway:
             changed = self.registry_watcher.poll()
         except RegistryError as exc:
             log.error("registry not reloaded, keeping the previous one: %s", exc)
-            return
+            changed = False
         if changed:
-            registry = self.registry_watcher.registry
-            log.info("registry reloaded: %d devices", len(registry))
-            self.batcher.add(device_info_points(registry, _now_ms()))
+            log.info("registry reloaded: %d devices", len(self.registry_watcher.registry))
+            self._device_info_due = True
+        if self._device_info_due:
+            self._device_info_due = not self._add_housekeeping(
+                device_info_points(self.registry_watcher.registry, _now_ms())
+            )
 
     def _stats_point(self, uptime_s: float) -> str:
         fields: dict[str, int | float | bool | str] = dict(self.stats.snapshot())

@@ -19,19 +19,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import pydantic_core
 from pydantic import Field, StrictInt, TypeAdapter, ValidationError
 
 from .device_topics import DeviceChannel
 from .lineprotocol import encode_fields
-from .messages import MessageRejected, Reason, Rejection
+from .messages import MessageRejected, Reason, Rejection, json_object, timestamp_rejection
 from .registry import RegisteredDevice
 from .vocabulary import (
     DEVICE_HEALTH_MEASUREMENT,
     HEALTH_FAULT_COUNT,
     HEALTH_FIELDS,
-    MAX_PAYLOAD_BYTES,
-    MIN_TIMESTAMP_MS,
     RESET_CAUSES,
     HealthField,
 )
@@ -88,14 +85,7 @@ def _check_field(name: str, value: Any) -> float | str | Rejection:
 
 def parse_health(payload: bytes, now_ms: int | None = None, max_future_ms: int = 600_000) -> Health:
     """The valid fields and the field rejections, or raise MessageRejected."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise MessageRejected(Reason.TOO_LARGE, f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
-    try:
-        raw = pydantic_core.from_json(payload, allow_inf_nan=True)
-    except ValueError as exc:
-        raise MessageRejected(Reason.NOT_JSON, str(exc)) from None
-    if not isinstance(raw, dict):
-        raise MessageRejected(Reason.BAD_ENVELOPE, "payload is not a JSON object")
+    raw = json_object(payload)
     if "t" not in raw:
         raise MessageRejected(Reason.BAD_TIMESTAMP, "t is missing")
     try:
@@ -103,12 +93,8 @@ def parse_health(payload: bytes, now_ms: int | None = None, max_future_ms: int =
     except ValidationError:
         raise MessageRejected(Reason.BAD_TIMESTAMP, f"t={raw['t']!r}: not an integer") from None
     latest = (time.time_ns() // 1_000_000 if now_ms is None else now_ms) + max_future_ms
-    if not MIN_TIMESTAMP_MS <= t <= latest:
-        raise MessageRejected(
-            Reason.BAD_TIMESTAMP,
-            f"t={t} is outside {MIN_TIMESTAMP_MS}..{latest} "
-            "(board clock not synced, or not in milliseconds?)",
-        )
+    if (bad_time := timestamp_rejection(t, latest)) is not None:
+        raise MessageRejected(bad_time.reason, bad_time.detail)
     health = Health(t=t, fields={})
     for name, value in raw.items():
         if name == "t":

@@ -6,7 +6,6 @@ known data); ``render`` turns them into a rich table.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ from rich.text import Text
 
 from .dashboards.headline import HEADLINES
 from .dashboards.interpolation import interpolate
+from .kpi.noise import energetic_mean as energetic_mean  # Leq; re-exported
 from .vocabulary import GATEWAY_STATS_MEASUREMENT, KIND_MEASUREMENTS
 
 
@@ -47,13 +47,6 @@ class Snapshot:
     rejected_total: int | None = None
     # The City overview dashboard's headline KPIs (same queries), by Headline.key.
     headline: dict[str, float | None] = field(default_factory=dict)
-
-
-def energetic_mean(levels: list[float]) -> float | None:
-    """Leq: 10*log10(mean(10^(L/10))), never the arithmetic mean of decibels."""
-    if not levels:
-        return None
-    return 10 * math.log10(sum(10 ** (level / 10) for level in levels) / len(levels))
 
 
 def _rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -137,6 +137,32 @@ def _sample_rejection(exc: ValidationError) -> Rejection:
     return Rejection(reason, f"{loc}={err.get('input')!r}: {err['msg']}")
 
 
+def json_object(payload: bytes) -> dict[str, Any]:
+    """The envelope checks telemetry and health share: at most MAX_PAYLOAD_BYTES, JSON, an
+    object; else MessageRejected. NaN/Infinity are parsed so that they are reported as such
+    (by the field checks), not as bad JSON."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageRejected(Reason.TOO_LARGE, f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
+    try:
+        raw = pydantic_core.from_json(payload, allow_inf_nan=True)
+    except ValueError as exc:
+        raise MessageRejected(Reason.NOT_JSON, str(exc)) from None
+    if not isinstance(raw, dict):
+        raise MessageRejected(Reason.BAD_ENVELOPE, "payload is not a JSON object")
+    return raw
+
+
+def timestamp_rejection(t: int, latest_ms: int) -> Rejection | None:
+    """Why ``t`` (ms) is not a plausible reading time, or None when it is."""
+    if MIN_TIMESTAMP_MS <= t <= latest_ms:
+        return None
+    return Rejection(
+        Reason.BAD_TIMESTAMP,
+        f"t={t} is outside {MIN_TIMESTAMP_MS}..{latest_ms} "
+        "(board clock not synced, or not in milliseconds?)",
+    )
+
+
 class TelemetryValidator:
     """Parses and validates telemetry payloads; ``max_future_ms`` bounds clock skew."""
 
@@ -145,17 +171,7 @@ class TelemetryValidator:
 
     def parse(self, payload: bytes, now_ms: int | None = None) -> Telemetry:
         """Return the valid samples and the sample rejections, or raise MessageRejected."""
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            raise MessageRejected(
-                Reason.TOO_LARGE, f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}"
-            )
-        try:
-            # NaN/Infinity are parsed so that they are reported as such, not as bad JSON.
-            raw = pydantic_core.from_json(payload, allow_inf_nan=True)
-        except ValueError as exc:
-            raise MessageRejected(Reason.NOT_JSON, str(exc)) from None
-        if not isinstance(raw, dict):
-            raise MessageRejected(Reason.BAD_ENVELOPE, "payload is not a JSON object")
+        raw = json_object(payload)
         if "v" in raw and raw["v"] != CONTRACT_VERSION:
             raise MessageRejected(
                 Reason.UNSUPPORTED_VERSION,
@@ -195,12 +211,8 @@ class TelemetryValidator:
             return _sample_rejection(exc)
         values = model.model_dump(exclude_none=True)
         t = values.pop("t")
-        if not MIN_TIMESTAMP_MS <= t <= latest_ms:
-            return Rejection(
-                Reason.BAD_TIMESTAMP,
-                f"t={t} is outside {MIN_TIMESTAMP_MS}..{latest_ms} "
-                "(board clock not synced, or not in milliseconds?)",
-            )
+        if (bad_time := timestamp_rejection(t, latest_ms)) is not None:
+            return bad_time
         if not values:
             return Rejection(Reason.EMPTY_SAMPLE, "a sample needs at least one quantity")
         out.samples.append(Sample(t=t, values=values))

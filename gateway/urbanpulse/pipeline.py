@@ -32,7 +32,7 @@ from .lineprotocol import encode_field_value, escape_key
 from .logs import RateLimitedLog
 from .messages import MessageRejected, Telemetry, TelemetryValidator
 from .registry import RegisteredDevice, Registry
-from .spool import Spool, SpoolError, SpoolFull
+from .spool import Spool, SpoolDepth, SpoolError, SpoolFull, SpoolRecord
 from .stats import Stats
 from .vocabulary import VOCABULARY
 
@@ -150,8 +150,9 @@ class Batcher:
         self._influx_ok = True
         self._retry_delay = 0.5
         self._next_attempt = 0.0
-        # What is left of the spool's oldest record after a replay failed part-way.
-        self._replay_rest: list[str] | None = None
+        # What is left of the spool's oldest record after a replay failed part-way, with
+        # that record: if the spool drops it (damaged on disk), the rest is not for the next.
+        self._replay_rest: tuple[SpoolRecord, list[str]] | None = None
 
     @property
     def pending_points(self) -> int:
@@ -162,15 +163,7 @@ class Batcher:
         """The spool's depth for metrics and status: points, batches (records), bytes not
         yet replayed, bytes on disk, and the age of the oldest record in seconds (a float,
         0.0 when empty). All zero without a spool."""
-        if self._spool is None:
-            return {
-                "spool_points": 0,
-                "spool_records": 0,
-                "spool_bytes": 0,
-                "spool_disk_bytes": 0,
-                "spool_oldest_age_s": 0.0,
-            }
-        depth = self._spool.depth()
+        depth = self._spool.depth() if self._spool is not None else SpoolDepth(0, 0, 0, 0, 0.0)
         return {
             "spool_points": depth.points,
             "spool_records": depth.records,
@@ -187,13 +180,26 @@ class Batcher:
         with self._cond:
             while len(self._lines) >= self._max_pending and not self._stopping:
                 self._cond.wait(0.5)
-            self._lines.extend(lines)
-            if token is not None:
-                self._tokens.append(token)
-            if self._oldest is None:
-                self._oldest = time.monotonic()
-            if len(self._lines) >= self._max_points:
-                self._cond.notify_all()
+            self._queue_locked(lines, token)
+
+    def offer(self, lines: list[str]) -> bool:
+        """Queue points unless too much is pending; never blocks (for callers that must
+        keep running, such as the gateway's main loop). False when not queued."""
+        with self._cond:
+            if len(self._lines) >= self._max_pending and not self._stopping:
+                return False
+            if lines:
+                self._queue_locked(lines, None)
+            return True
+
+    def _queue_locked(self, lines: list[str], token: AckToken | None) -> None:
+        self._lines.extend(lines)
+        if token is not None:
+            self._tokens.append(token)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        if len(self._lines) >= self._max_points:
+            self._cond.notify_all()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
@@ -261,6 +267,10 @@ class Batcher:
                     return
                 if tokens:
                     self._ack(tokens)
+        except Exception:
+            # Logged where operators look; what is held stays unacknowledged (the broker
+            # keeps it) and the watchdog sees the thread gone (Gateway.pipeline_problem).
+            log.exception("the batcher stopped on an unexpected error: nothing more is stored")
         finally:
             if self._spool is not None and self._stopping:
                 self._spool.close()
@@ -330,11 +340,14 @@ class Batcher:
             if record is None:
                 log.info("spool replayed: InfluxDB has every spooled point")
                 return
-            rest = self._write(self._replay_rest or record.lines, replay=True)
+            lines = record.lines
+            if self._replay_rest is not None and self._replay_rest[0] == record:
+                lines = self._replay_rest[1]
+            rest = self._write(lines, replay=True)
             if rest:
                 # Not (all) stored: the record stays; the next attempt resumes with what is
                 # left, so points already stored or set aside are not sent again.
-                self._replay_rest = rest
+                self._replay_rest = (record, rest)
                 return
             self._replay_rest = None
             self._spool.pop(record)

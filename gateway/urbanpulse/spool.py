@@ -25,6 +25,7 @@ machine).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -228,8 +229,14 @@ class Spool:
             while written < len(record):
                 written += os.write(self._fd, view[written:])
         except OSError:
-            # Cut the partial record off so that it cannot hide the records after it.
-            os.ftruncate(self._fd, segment.size)
+            # Cut the partial record off so that it cannot hide the records after it. If even
+            # that fails, later records go to a new segment (a torn tail fails its CRC).
+            try:
+                os.ftruncate(self._fd, segment.size)
+            except OSError:
+                fd, self._fd = self._fd, None
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             raise
         if segment.records == segment.read_records:
             segment.head_created_ms = _HEADER.unpack_from(record)[3]

@@ -24,7 +24,7 @@ from ..config import KpiSettings, Settings
 from ..influx import PointWriter, V1Writer, WriteError, make_writer
 from ..lineprotocol import FieldValue, encode_point
 from ..registry import Device, Registry
-from ..vocabulary import KIND_MEASUREMENTS
+from ..vocabulary import DEVICE_HEALTH_MEASUREMENT, KIND_MEASUREMENTS
 from . import aqi as aqi_
 from . import network, parking, streetlight, traffic, water
 from .noise import DayPeriods, energetic_mean, noise_day
@@ -42,7 +42,6 @@ from .windows import (
 log = logging.getLogger("urbanpulse.kpi")
 
 AIR_FIELDS = ("pm1", "pm25", "pm10", "no2", "o3", "co2", "temperature", "humidity", "pressure")
-HEALTH_MEASUREMENT = "device_health"
 AQI_HOURS = 24
 AQI_VALID_HOURS = 18
 # Late data older than this is not recomputed (a board with a wrong clock must not make
@@ -145,15 +144,20 @@ class KpiEngine:
             return len(self._dirty)
 
     # -- a run -------------------------------------------------------------------------------
-    def run(self, now: int | None = None) -> RunReport:
+    def run(self, now: int | None = None, keep_dirty: bool = False) -> RunReport:
+        """One run. ``keep_dirty``: late samples noted at receipt may not be stored yet (the
+        gateway's spool holds points): compute their windows, and again at the next run."""
         started = time.monotonic()
         now = self._clock() if now is None else now
         current = hour_start(now)
         hours = set(hours_between(now - self.settings.lookback_h * HOUR_MS, now + 1))
         with self._lock:
             dirty = self._dirty
-            settled_before = time.monotonic() - self.settle_s
-            self._dirty = {h: t for h, t in dirty.items() if t > settled_before}
+            if keep_dirty:
+                self._dirty = dict(dirty)
+            else:
+                settled_before = time.monotonic() - self.settle_s
+                self._dirty = {h: t for h, t in dirty.items() if t > settled_before}
         hours |= {h for h in dirty if now - MAX_DIRTY_AGE_MS <= h <= current}
         # The AQI of an hour averages the 24 hours up to it: late data moves 24 AQI values.
         aqi_hours = {h + k * HOUR_MS for h in hours for k in range(AQI_HOURS)} - hours
@@ -616,7 +620,7 @@ class _Context:
         longest = max(self.hold_ms(d) for d in self.devices.values())
         last_seen: dict[str, int] = {}
         measurements = {m for k in self.by_kind for m in KIND_MEASUREMENTS.get(k, ())}
-        for m in sorted(measurements | {HEALTH_MEASUREMENT}):
+        for m in sorted(measurements | {DEVICE_HEALTH_MEASUREMENT}):
             q = (f'SELECT * FROM "{m}" WHERE {_time_range(self.now - longest, self.now + 1)} '
                  "GROUP BY device_id ORDER BY time DESC LIMIT 1")
             for series in self.reader.query(q):

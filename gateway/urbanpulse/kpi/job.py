@@ -35,8 +35,12 @@ class KpiJob:
         *,
         reader: Reader | None = None,
         writer: PointWriter | None = None,
+        backlog: Callable[[], bool] = lambda: False,
     ) -> None:
         self.enabled = settings.kpi.enabled
+        # True while received points wait to be stored (the gateway's spool after an outage):
+        # windows that late data touched are then recomputed until it has been stored.
+        self._backlog = backlog
         self.interval_s = settings.kpi.interval_s
         self.engine = KpiEngine(settings, registry, reader=reader, writer=writer)
         self.last_report: RunReport | None = None
@@ -58,7 +62,7 @@ class KpiJob:
             return False
         self._next_due = now + self.interval_s
         try:
-            self.last_report = self.engine.run()
+            self.last_report = self.engine.run(keep_dirty=self._backlog())
             self.runs += 1
         except Exception as exc:
             # InfluxDB away or a bug: the gateway keeps storing data; dirty windows are kept.
