@@ -18,7 +18,6 @@ Also prints what host/hostlink.py itself costs (it stands in for the ESP32's C m
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from urbanpulse.firmware_bundle import build_bundle, find_tool
+from urbanpulse.firmware_bundle import board_env, build_bundle, find_tool
 from urbanpulse.fleet import DRIVER_SENSORS
 
 BOOT = re.compile(r"heap free (\d+), buffer (\d+)")
@@ -53,7 +52,7 @@ def hostlink_cost(micropython: str, bundle: Path, cwd: Path) -> str:
     out = subprocess.run(
         [micropython, "-X", "heapsize=64k", "-c", HOSTLINK], capture_output=True, text=True,
         timeout=60, check=True, cwd=cwd,
-        env={**os.environ, "MICROPYPATH": f"{bundle / 'host'}:{bundle}:.frozen"}).stdout
+        env=board_env(bundle, cwd)).stdout
     (q0, t0), (q1, t1) = [(int(a), int(b)) for a, b in QSTR.findall(out)]
     f0, f1 = [int(x) for x in FREE.findall(out)]
     return (f"{f0 - f1 - (t1 - t0)} bytes of code and objects, {q1 - q0} new interned names "
@@ -78,8 +77,8 @@ def boot_free(micropython: str, bundle: Path, folder: Path, kind: str,
     with log.open("wb") as out:
         board = subprocess.Popen(
             [micropython, "-X", "heapsize=64k", str(bundle / "main.py")], cwd=folder,
-            env={**os.environ, "MICROPYPATH": f"{bundle / 'host'}:{bundle}:.frozen"},
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            env=board_env(bundle, folder), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and board.poll() is None:

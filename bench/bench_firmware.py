@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gateway"))
 
-from urbanpulse.firmware_bundle import build_bundle, find_tool  # noqa: E402
+from urbanpulse.firmware_bundle import board_env, build_bundle, find_tool  # noqa: E402
 
 SCRIPT = r"""
 import gc, time
@@ -84,7 +83,7 @@ def main() -> int:
             "device_id": "bench-01", "kind": args.kind, "wifi": {"ssid": "x"},
             "mqtt": {"host": "127.0.0.1", "port": 1}, "sample_interval_s": 1}))
         (board / "bench.py").write_text(SCRIPT.replace("CYCLES", str(args.cycles)))
-        env = dict(os.environ, MICROPYPATH=f"{bundle / 'host'}:{bundle}:.frozen")
+        env = board_env(bundle, board)
         out = subprocess.run([micropython, "-X", "heapsize=64k", "bench.py"], cwd=board,
                              env=env, capture_output=True, text=True, timeout=600, check=False)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)

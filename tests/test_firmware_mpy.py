@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from urbanpulse.firmware_bundle import board_env
 from urbanpulse.vocabulary import (
     KIND_MEASUREMENTS,
     MAX_PAYLOAD_BYTES,
@@ -280,11 +281,10 @@ class Board:
         self.folder.mkdir(parents=True, exist_ok=True)
         if write_config:
             (self.folder / "config.json").write_text(json.dumps(self.config), encoding="utf-8")
-        env = dict(os.environ)
         # The compiled bundle, as flashed onto a board and run by the fleet: compiling the
         # firmware from source does not fit in a 64 KiB heap.
         bundle = firmware_bundle()
-        env["MICROPYPATH"] = f"{bundle / 'host'}:{bundle}:.frozen"
+        env = board_env(bundle, self.folder)
         with (self.folder / "console.log").open("ab") as console:
             self.process = subprocess.Popen(
                 [micropython_binary(), "-X", f"heapsize={self.heap}", str(bundle / "main.py")],
@@ -751,7 +751,7 @@ def test_fleet_with_drivers_from_a_relative_state_dir(
 
     monkeypatch.chdir(tmp_path)
     device = plan_devices(5, ["north"], 0.5)[4]  # the streetlight
-    fleet = Fleet(Path(".urbanpulse") / "boards", heap="128k")
+    fleet = Fleet(Path(".urbanpulse") / "boards")
     fleet.add(device, fleet_config(device, MqttSettings(port=broker.port), 0.2, 0.4,
                                    max_messages=2, drivers=True))
     rec = Recorder(broker.port)

@@ -77,6 +77,7 @@ class MainLoop:
         self.health_pid = 0
         self.ntp_ms = 2000
         self.taken = 0  # samples taken since start
+        self.last_t = 0  # the newest sample's time
         self.acked = 0  # telemetry messages acknowledged by the broker
         self.clock_ok = True
         self.early = []  # type: list  # [ticks, fields] sampled before the clock was set
@@ -156,9 +157,10 @@ class MainLoop:
                     t = clock.now_ms()
                 fields.extend(s.read(t))
                 nxt = time.ticks_add(self.due[i], s.interval_ms)
-                if time.ticks_diff(now, nxt) >= 0:
+                c = clock.ticks()  # now: polls and reads take time (a stuck bus, a slow host)
+                if time.ticks_diff(c, nxt) >= 0:
                     # Fell behind (e.g. a slow connect): skip the missed slots, no burst.
-                    nxt = time.ticks_add(now, s.interval_ms)
+                    nxt = time.ticks_add(c, s.interval_ms)
                 self.due[i] = nxt
                 d = time.ticks_diff(nxt, now)
             wait = min(wait, d)
@@ -235,6 +237,11 @@ class MainLoop:
                 e = self.early.pop(0)
                 ob.add(b'{"t":%d' % (t - time.ticks_diff(now, e[0])) + e[1])
         self.clock_ok = True
+        if t <= self.last_t:
+            # Never two samples at one time (their key in storage: one would replace the
+            # other), nor back in time after NTP stepped the clock back.
+            t = self.last_t + 1
+        self.last_t = t
         ob.add(telemetry.encode(b'{"t":%d' % t, fields))  # copied into the outbox: no allocation
 
     def health(self, now):

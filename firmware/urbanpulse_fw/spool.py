@@ -103,29 +103,50 @@ class Spool:
             except OSError:
                 pass
 
-    def read(self, n):
-        """Up to n of the oldest records not yet acknowledged (a list of JSON bytes); remembers
-        where they end for ack(). Empty when the spool is empty."""
-        out = []  # type: list
-        while self.segs and not out:
+    def read(self, mv, offs, n):
+        """Copy up to n of the oldest records not yet acknowledged into mv, whole lines back to
+        back: record i is mv[offs[i]:offs[i + 1]], its JSON followed by "*", CRC and newline
+        (Outbox cuts those). How many; 0 when the spool is empty. Remembers where they end
+        for ack(). Reads into the caller's buffer: a bytes object per record, between
+        long-lived ones, fragmented a 64 KiB heap until a 256-byte line no longer fit."""
+        k = 0
+        offs[0] = 0
+        while self.segs and not k:
             seg = self.segs[0]
             bad = 0
+            end = self.pos  # file offset of the first record not read yet
             with open(self._file(seg[0]), "rb") as f:
-                f.seek(self.pos)
-                end = self.pos
-                while len(out) < n and end < seg[1]:
-                    line = f.readline()
-                    if not line:
+                while not k and end < seg[1]:
+                    f.seek(end)
+                    top = f.readinto(mv)
+                    if not top:
                         break
-                    end += len(line)
-                    if _valid(line):
-                        out.append(line[:-10])
+                    a = i = 0  # a: where the current line starts in mv
+                    while i < top and k < n:
+                        if mv[i] == 10:
+                            if not _valid(mv[a:i + 1]):
+                                if k:
+                                    break  # torn: the next read starts at it
+                                bad += 1
+                            else:
+                                k += 1
+                                offs[k] = i + 1
+                            a = i + 1
+                            if not k:
+                                break  # torn record first: read again after it
+                        i += 1
+                    if a:
+                        end += a
                     else:
+                        # No newline in what was read: a torn last record, or a line longer
+                        # than the buffer. Skipped either way.
+                        line = f.readline()
+                        end += top + len(line)
                         bad += 1
-            self.inflight = (seg[0], end, len(out), bad)
-            if not out:
+            self.inflight = (seg[0], end, k, bad)
+            if not k:
                 self.ack()  # only torn records left in this segment: skip them
-        return out
+        return k
 
     def ack(self):
         """The records of the last read() are delivered: forget them (in flash too)."""
@@ -137,8 +158,11 @@ class Spool:
         seg[2] -= m[2]
         self.count -= m[2]
         self.dropped += m[3]
-        if m[1] >= seg[1] and (len(self.segs) > 1 or not self.tail_open or seg[2] <= 0):
+        if m[1] >= seg[1]:  # all read: gone from flash
             self.segs.pop(0)
+            # Records counted when written but unreadable since (each skipped as torn and
+            # counted as dropped then): no longer held.
+            self.count -= seg[2]
             self.nbytes -= seg[1]
             self.pos = 0
             if not self.segs:

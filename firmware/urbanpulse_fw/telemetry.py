@@ -5,8 +5,6 @@
 # Samples are kept as small pre-encoded JSON byte strings and a message is streamed to the
 # socket chunk by chunk: no big string is ever built, which matters on a 64 KiB heap.
 
-import gc
-
 if False:  # for type checkers only: no typing module on the board
     from typing import Any
 
@@ -76,11 +74,13 @@ class Message:
     The payload is streamed (chunks()) rather than joined: no allocation the size of the
     message, which a fragmented 64 KiB heap may not have in one piece."""
 
-    def __init__(self, outbox, seq, count, spooled=None):
+    def __init__(self, outbox, seq, count, spooled=False):
         self.outbox = outbox
         self.seq = seq
         self.count = count
-        self.spooled = spooled  # samples read from the flash spool, or None: the outbox's
+        # Read back from the flash spool: still there until acknowledged, and each sample in
+        # the outbox keeps the spool's 10-byte suffix ("*", CRC, newline).
+        self.spooled = spooled
         self.pid = 0  # MQTT packet id once published
         self.head = b'{"v":1,"boot":%d,"seq":%d,"samples":[' % (outbox.boot, seq)
         n = len(self.head) + count + 1  # commas between samples, "]}"
@@ -90,7 +90,10 @@ class Message:
 
     def part(self, i):
         # The i-th sample; from RAM without a copy (a memoryview into the outbox's buffer).
-        return self.spooled[i] if self.spooled is not None else self.outbox.part(i)
+        ob = self.outbox
+        if self.spooled:
+            return ob.mv[ob.offs[i]:ob.offs[i + 1] - 10]
+        return ob.part(i)
 
     def chunks(self):
         yield self.head
@@ -113,7 +116,9 @@ class Outbox:
     dropped, so a retry repeats it exactly. One message is in flight at a time.
 
     Order: [message in flight] [spool, oldest first] [unsent RAM samples]. The spool only
-    takes unsent RAM samples and is sent before them, so samples go out oldest first.
+    takes unsent RAM samples and is sent before them, so samples go out oldest first. While
+    the spool holds samples, everything goes through it: take() first moves the unsent RAM
+    samples behind the spool's, then reads the oldest back into this buffer (no other RAM).
     """
 
     def __init__(self, boot, max_samples=50, max_bytes=12288):
@@ -165,16 +170,24 @@ class Outbox:
 
     def _ram_sent(self):
         m = self.msg
-        return m.count if m is not None and m.spooled is None else 0
+        return m.count if m is not None else 0
+
+    def _flash(self):
+        # Samples in the spool, less those of the message in flight read back from it (they
+        # are counted in RAM; unless the spool was full and dropped them meanwhile).
+        sp = self.spool
+        if sp is None:
+            return 0
+        m = self.msg
+        return sp.count - (m.count if m is not None and m.spooled and sp.inflight else 0)
 
     def pending(self):
         """Samples not in a message yet (RAM and flash)."""
-        return self.count - self._ram_sent() + (self.spool.count if self.spool else 0) - (
-            len(self.msg.spooled) if self.msg is not None and self.msg.spooled else 0)
+        return self.count - self._ram_sent() + self._flash()
 
     def held(self):
         """Samples not acknowledged yet, in RAM and flash (health "buffered")."""
-        return self.count + (self.spool.count if self.spool else 0)
+        return self.count + self._flash()
 
     def lost(self):
         """Samples dropped for want of room (health "dropped")."""
@@ -184,7 +197,8 @@ class Outbox:
         return self.pending() >= self.max_samples
 
     def open_spool(self):
-        """The flash spool (loaded at start when there is a flash budget); None if none."""
+        """The flash spool (loaded at start when there is a flash budget: loading it later, in
+        an outage, may find no room in a heap fragmented by a long run); None if none."""
         if self.spool is None and self.flash:
             try:
                 from urbanpulse_fw import spool
@@ -204,8 +218,9 @@ class Outbox:
         if self.open_spool() is None:
             return
         if stop and self.msg is not None:
+            spooled = self.msg.spooled  # if so, still in the spool: RAM can forget them
             self.msg = None
-            if sent:
+            if sent and not spooled:
                 try:
                     from urbanpulse_fw import hw, spoolfirst
 
@@ -243,8 +258,14 @@ class Outbox:
     def add(self, sample):
         n = len(sample)
         sent = self._ram_sent()
-        if self.flash and self.count > sent and not self._room(n):
-            self.spill()
+        if self.flash and not self._room(n):
+            if self.count > sent:
+                self.spill()
+            if not self._room(n) and self.open_spool() is not None:
+                # The message in flight fills the buffer (read back from the spool): the new
+                # sample goes behind the spool's, as the unsent ones did.
+                self.spool.append(lambda i: sample, 0, 1)
+                return
         while self.count > sent and not self._room(n):
             # Drop the oldest unsent sample, right after the message in flight.
             self.nbytes -= self.offs[sent + 1] - self.offs[sent] + SAMPLE_OVERHEAD
@@ -266,11 +287,13 @@ class Outbox:
         if self.msg is not None:
             return None
         if self.spool is not None and self.spool.count:
-            # As many as the RAM budget allows: they are held in RAM until acknowledged.
-            got = self.spool.read(max(1, min(self.max_samples,
-                                             self.max_bytes // (100 + SAMPLE_OVERHEAD))))
-            if got:
-                self.msg = Message(self, self.next_seq, len(got), got)
+            if self.count:
+                self.spill()  # newer than the spool's: behind them, in order
+            k = self.spool.read(self.mv, self.offs, min(self.max_samples, len(self.offs) - 2))
+            if k:
+                self.count = k
+                self.nbytes = self.offs[k] + k * SAMPLE_OVERHEAD
+                self.msg = Message(self, self.next_seq, k, True)
         if self.msg is None:
             if not self.count:
                 return None
@@ -283,8 +306,7 @@ class Outbox:
         if msg is not self.msg or msg is None:
             return
         self.msg = None
-        if msg.spooled is not None:
+        if msg.spooled:
             self.spool.ack()
-            return
         self.nbytes -= self.offs[msg.count] + msg.count * SAMPLE_OVERHEAD
         self._cut(0, msg.count)

@@ -9,15 +9,30 @@ def sample(t):
     return encode_sample(1763700000000 + t, [("pm25", float(t % 50))])
 
 
-def drain(sp, n=7):
+def read(sp, n, size=1024):
+    # What Outbox.take() does: records read into a buffer, their CRC suffix cut.
+    mv = memoryview(bytearray(size))
+    offs = [0] * (n + 1)
+    k = sp.read(mv, offs, n)
+    return [bytes(mv[offs[i]:offs[i + 1] - 10]) for i in range(k)]
+
+
+def drain(sp, n=7, size=1024):
     out = []
     while sp.count:
-        got = sp.read(n)
+        got = read(sp, n, size)
         if not got:
             break
         out.extend(got)
         sp.ack()
     return out
+
+
+def flash_outbox(d, ram, flash):
+    ob = telemetry.Outbox(1, max_samples=5, max_bytes=ram)
+    ob.spool = spool.Spool(d + "/s", flash)
+    ob.flash = flash
+    return ob
 
 
 def test_records_come_back_oldest_first_and_survive_a_reload():
@@ -26,7 +41,7 @@ def test_records_come_back_oldest_first_and_survive_a_reload():
         sp = spool.Spool(d + "/s", 8192)
         sp.append(sample, 0, 30)
         eq(sp.count, 30, "held")
-        first = sp.read(10)
+        first = read(sp, 10)
         eq(first, [sample(i) for i in range(10)], "oldest first")
         sp.ack()
         # A reboot: a new Spool on the same folder knows what is left and where it was.
@@ -45,7 +60,7 @@ def test_unacked_read_is_sent_again_after_a_reboot():
     try:
         sp = spool.Spool(d + "/s", 8192)
         sp.append(sample, 0, 5)
-        sp.read(3)  # published, but no PUBACK before the power went
+        read(sp, 3)  # published, but no PUBACK before the power went
         eq(drain(spool.Spool(d + "/s", 8192)), [sample(i) for i in range(5)], "at least once")
     finally:
         rmtree(d)
@@ -101,9 +116,7 @@ def test_full_spool_drops_oldest_and_counts():
 def test_outbox_spills_to_flash_and_sends_oldest_first():
     d = tmpdir("spool")
     try:
-        ob = telemetry.Outbox(1, max_samples=5, max_bytes=1024)
-        ob.spool = spool.Spool(d + "/s", 65536)
-        ob.flash = 65536
+        ob = flash_outbox(d, 1024, 65536)
         sent = []
         for i in range(40):  # an outage: far more than 1 KiB of RAM holds
             ob.add(sample(i))
@@ -151,9 +164,7 @@ def test_clean_stop_keeps_the_message_in_flight_in_flash_oldest_first():
     # oldest and only in RAM; they must reach flash before the rest, and nothing twice.
     d = tmpdir("spool")
     try:
-        ob = telemetry.Outbox(1, max_samples=5, max_bytes=1024)
-        ob.spool = spool.Spool(d + "/s", 65536)
-        ob.flash = 65536
+        ob = flash_outbox(d, 1024, 65536)
         for i in range(3):
             ob.add(sample(i))
         ob.take()  # published, never acknowledged
@@ -167,9 +178,7 @@ def test_clean_stop_keeps_the_message_in_flight_in_flash_oldest_first():
         eq(ob.msg, None, "the message is forgotten: a late PUBACK changes nothing")
         eq(reload_drain(d), [sample(i) for i in range(40)], "after the start: all, in order")
         # Without anything in flash yet: the message in flight, then the rest.
-        ob = telemetry.Outbox(1, max_samples=5, max_bytes=1024)
-        ob.spool = spool.Spool(d + "/s", 65536)
-        ob.flash = 65536
+        ob = flash_outbox(d, 1024, 65536)
         for i in range(8):
             ob.add(sample(i))
         ob.take()
@@ -182,15 +191,51 @@ def test_clean_stop_keeps_the_message_in_flight_in_flash_oldest_first():
 def test_clean_stop_with_a_spooled_message_in_flight_sends_it_again():
     d = tmpdir("spool")
     try:
-        ob = telemetry.Outbox(1, max_samples=5, max_bytes=1024)
-        ob.spool = spool.Spool(d + "/s", 65536)
-        ob.flash = 65536
+        ob = flash_outbox(d, 1024, 65536)
         for i in range(40):
             ob.add(sample(i))
         m = ob.take()
-        assert m.spooled is not None, "read from flash"
+        assert m.spooled, "read from flash"
         ob.spill(True)
         eq(ob.held(), 40, "nothing lost")
         eq(reload_drain(d), [sample(i) for i in range(40)], "sent again after the start, in order")
     finally:
         rmtree(d)
+
+
+def test_records_read_through_a_small_buffer_and_an_overlong_line_is_skipped():
+    d = tmpdir("spool")
+    try:
+        sp = spool.Spool(d + "/s", 65536)
+        sp.append(sample, 0, 3)
+        big = b'{"t":1,"x":"' + b"y" * 200 + b'"}'
+        sp.append(lambda i: big, 0, 1)  # longer than the buffer
+        sp.append(sample, 3, 6)
+        n = len(sample(0)) + 10
+        # Room for one record and a bit: one per read, each whole.
+        eq(drain(sp, 7, n + 5), [sample(i) for i in range(6)], "all but the overlong one")
+        eq(sp.dropped, 1, "the record that could not be read is counted")
+    finally:
+        rmtree(d)
+
+
+def test_buffered_count_stays_right_when_a_full_spool_drops_the_message_in_flight():
+    d = tmpdir("spool")
+    try:
+        ob = flash_outbox(d, 512, 4096)  # segments of 1024 bytes
+        for i in range(30):
+            ob.add(sample(i))
+        m = ob.take()
+        assert m.spooled, "read from flash"
+        eq(ob.held() + ob.lost(), 30, "held or dropped before")
+        for i in range(30, 200):  # the outage goes on: the full spool drops its oldest
+            ob.add(sample(i))
+        assert ob.spool.dropped > 0, "the spool overflowed"
+        eq(ob.held() + ob.lost(), 200, "every sample held or counted as dropped")
+        first = [bytes(m.part(k)) for k in range(m.count)]
+        eq(first, [sample(i) for i in range(m.count)], "the message in flight is intact")
+        ob.ack(m)
+        eq(ob.held() + ob.lost(), 200 - m.count, "after its ack")
+    finally:
+        rmtree(d)
+
