@@ -55,9 +55,9 @@ class MainLoop:
         n = cfg["max_buffer_bytes"]
         if n is None:
             # A sixth of the heap free once everything is loaded (room for the working set
-            # and for fragmentation), at most 64 KiB: right for
-            # 64 KiB host boards and for ESP32s with PSRAM alike.
-            n = min(65536, hw.free_heap() // 6)
+            # and for fragmentation; an eighth with a flash spool, where RAM overflows without
+            # loss), at most 64 KiB: right for 64 KiB host boards and ESP32s with PSRAM alike.
+            n = min(65536, hw.free_heap() // (8 if ob.spool else 6))
             if cfg["wake_s"]:
                 # A deep-sleep wake holds one sample, or a batch read back from the spool:
                 # the buffer is allocated in one piece, so no bigger than needed.
@@ -67,7 +67,7 @@ class MainLoop:
             ob.held(), ob.lost(), hw.free_heap())
         c = self.up.client
         c.on_puback = self.on_puback
-        c.on_message = self.on_message
+        c.on_message = self.command
         self.up.on_connect = self.on_connect
         self.publish_ms = max(1, int(cfg["publish_interval_s"] * 1000))
         now = self.started = clock.ticks()
@@ -146,10 +146,14 @@ class MainLoop:
 
     def step(self):
         now = clock.ticks()
+        for s in self.sensors:
+            s.poll(now)
+        # After the polls, which take time (a stuck bus, a slow host): a stale now would find
+        # a sensor due again right after its sample, and sample it twice in one millisecond.
+        now = clock.ticks()
         wait = 500 * clock.SCALE
         fields = None  # type: list | None
         for i, s in enumerate(self.sensors):
-            s.poll(now)
             d = time.ticks_diff(self.due[i], now)
             if d <= 0:
                 if fields is None:
@@ -157,10 +161,9 @@ class MainLoop:
                     t = clock.now_ms()
                 fields.extend(s.read(t))
                 nxt = time.ticks_add(self.due[i], s.interval_ms)
-                c = clock.ticks()  # now: polls and reads take time (a stuck bus, a slow host)
-                if time.ticks_diff(c, nxt) >= 0:
+                if time.ticks_diff(now, nxt) >= 0:
                     # Fell behind (e.g. a slow connect): skip the missed slots, no burst.
-                    nxt = time.ticks_add(c, s.interval_ms)
+                    nxt = time.ticks_add(now, s.interval_ms)
                 self.due[i] = nxt
                 d = time.ticks_diff(nxt, now)
             wait = min(wait, d)
@@ -199,7 +202,11 @@ class MainLoop:
             if time.ticks_diff(now, self.next_health) >= 0:
                 self.health(now)
         elif self.trial is not None and time.ticks_diff(now, self.trial) >= 0:
-            self.rollback()
+            self.log("new config did not reach the broker in time: back to config.bak")
+            with open("config.trial", "w") as f:
+                f.write("99")  # the next start rolls back (cfgtrial.starts)
+            self.trial = None
+            self.reboot_at = now
         if self.blink is not None:
             self.identify(now)  # blinking after an "identify" command
             wait = min(wait, 250 * clock.SCALE)
@@ -298,19 +305,18 @@ class MainLoop:
             self.trial = None
             self.log("new config confirmed: connected to the broker")
 
-    def on_message(self, topic, payload, retain):
-        if topic == self.up.topic + "cmd":
-            self.command(payload)
-
     def on_puback(self, pid):
         msg = self.outbox.msg
         if msg is not None and msg.pid == pid:
             self.outbox.ack(msg)
             self.acked += 1
 
-    def command(self, payload):
+    def command(self, topic, payload, retain=False):
         """Carry out a command (the payload of a message on .../cmd) and answer it on .../cmd/ack.
-        One function, not one per op: each function object costs heap."""
+        The client's on_message; one function, not one per op: each function object costs
+        heap."""
+        if topic != self.up.topic + "cmd":
+            return
         cid = None
         try:
             d = json.loads(payload)
@@ -360,12 +366,6 @@ class MainLoop:
         extra["id"] = cid
         up = self.up
         up.client.publish(up.topic + "cmd/ack", json.dumps(extra).encode(), 1)
-
-    def rollback(self):
-        self.log("new config did not reach the broker in time: back to config.bak")
-        with open("config.trial", "w") as f:
-            f.write("99")  # the next start rolls back (cfgtrial.starts)
-        self.reboot_at = clock.ticks()
 
     def identify(self, now):
         """Blink the status LED (called every pass while self.blink is set); a no-op where there

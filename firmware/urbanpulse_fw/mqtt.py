@@ -13,6 +13,8 @@ import socket
 import struct
 import time
 
+from urbanpulse_fw import SCRATCH
+
 if False:  # for type checkers only: no typing module on the board
     from typing import Any
 
@@ -126,27 +128,50 @@ def parse_publish(first, body):
     return topic, bytes(body[n:]), qos, bool(first & 1), bool(first & DUP), pid
 
 
-# One TCP connection to the broker: writes whole packets, buffers what arrives and cuts it
-# into packets. Packets bigger than max_packet are skipped unread (a huge retained message
-# must not exhaust a small heap).
-
-# Receive buffer, allocated once for every connection: a reconnect on a long-running board's
-# fragmented heap may not find 256 bytes in one piece.
-_rbuf = bytearray(256)
+# Receive buffer: the package's scratch, allocated once (a reconnect on a long-running board's
+# fragmented heap may not find 256 bytes in one piece).
+_rbuf = SCRATCH
 _rmv = memoryview(_rbuf)
 
 
-class Connection:
-    def __init__(self, host, port, timeout_ms=5000, max_packet=16384):
-        self.timeout_ms = timeout_ms
-        self.max_packet = max_packet
-        self.buf = b""
+class Client:
+    """The session, over one TCP connection at a time (self.sock; None while offline): whole
+    packets written, what arrives buffered and cut into packets. Packets bigger than
+    max_packet are skipped unread (a huge retained message must not exhaust a small heap).
+    One class, not a connection class besides: each class and function costs heap."""
+
+    def __init__(self, client_id, host, port=1883, username=None, password=None, keepalive=30,
+                 timeout_ms=5000, ack_timeout_ms=10000, max_packet=16384):
+        self.keepalive = keepalive
+        self.timeout_ms = timeout_ms  # socket operations, CONNACK, PINGRESP
+        self.ack_timeout_ms = ack_timeout_ms
+        self.on_message = None  # type: Any  # on_message(topic, payload, retain)
+        self.on_puback = None  # type: Any  # on_puback(pid)
+        self.on_suback = None  # type: Any  # on_suback(pid, granted bytes; 0x80 = refused)
+        self.sock = None  # type: Any  # the socket while connected
+        self.connected = False  # sock is not None (an attribute: a property costs heap)
+        self.buf = b""  # received, not yet cut into packets
         self.skip = 0  # bytes of an oversized packet still to discard
         self.writing = False  # True while a packet is half written
-        self.poller = None
-        self.sock = self._open(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1])
+        self.poller = None  # type: Any
+        self._pid = 0
+        self._inflight = []  # type: list  # [pid, header, payload, ticks last sent], oldest 1st
+        self._last_tx = 0
+        self._last_rx = 0
+        self._ping_at = None  # type: Any  # ticks of the unanswered PINGREQ
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.max_packet = max_packet
+        self.will = None  # type: Any  # (topic, message, qos, retain)
+
+    def set_last_will(self, topic, message, retain=False, qos=0):
+        self.will = (topic, message, qos, retain)
 
     def _open(self, sockaddr):
+        # A connected socket (tests put a scripted one here).
         s = socket.socket()
         try:
             s.settimeout(self.timeout_ms / 1000)
@@ -156,7 +181,7 @@ class Connection:
             raise
         return s
 
-    def wait(self, timeout_ms):
+    def _wait(self, timeout_ms):
         """True when input is ready within timeout_ms."""
         if self.poller is None:
             self.poller = select.poll()
@@ -171,7 +196,7 @@ class Connection:
                 raise OSError("send returned %r" % (n,))
             b = b[n:]
 
-    def send(self, data, payload=None):
+    def _send(self, data, payload=None):
         if self.writing:
             # A write was cut short (KeyboardInterrupt): the stream is out of step for good.
             raise OSError("stream broken by an interrupted write")
@@ -186,8 +211,9 @@ class Connection:
         elif payload is not None:
             self._write(payload)
         self.writing = False
+        self._last_tx = self._now()
 
-    def receive(self):
+    def _receive(self):
         # Into a buffer allocated once, then only the bytes that came are copied: a long
         # running board's fragmented heap may not have a 256-byte block free for recv(256).
         # Non-blocking for the read only (readinto would wait to fill the whole buffer).
@@ -210,7 +236,7 @@ class Connection:
         if b:
             self.buf = self.buf + b if self.buf else b
 
-    def packet(self):
+    def _packet(self):
         """Take one complete packet (first byte, body) off the buffer, or None."""
         while True:
             b = self.buf
@@ -227,61 +253,29 @@ class Connection:
         self.buf = b[n:]
         return b[0], b[r[1]:n]
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-class Client:
-    conn_class = Connection  # tests put a fake transport here
-
-    def __init__(self, client_id, host, port=1883, username=None, password=None, keepalive=30,
-                 timeout_ms=5000, ack_timeout_ms=10000, max_packet=16384):
-        self.keepalive = keepalive
-        self.timeout_ms = timeout_ms  # socket operations, CONNACK, PINGRESP
-        self.ack_timeout_ms = ack_timeout_ms
-        self.on_message = None  # type: Any  # on_message(topic, payload, retain)
-        self.on_puback = None  # type: Any  # on_puback(pid)
-        self.on_suback = None  # type: Any  # on_suback(pid, granted bytes; 0x80 = refused)
-        self.conn = None  # type: Any  # a Connection while connected
-        self.connected = False  # conn is not None (an attribute: a property costs heap)
-        self._pid = 0
-        self._inflight = []  # type: list  # [pid, header, payload, ticks last sent], oldest 1st
-        self._last_tx = 0
-        self._last_rx = 0
-        self._ping_at = None  # type: Any  # ticks of the unanswered PINGREQ
-        self.client_id = client_id
-        self.host = host
-        self.port = port
-        self.username = username
-        self.password = password
-        self.max_packet = max_packet
-        self.will = None  # type: Any  # (topic, message, qos, retain)
-
-    def set_last_will(self, topic, message, retain=False, qos=0):
-        self.will = (topic, message, qos, retain)
-
     def connect(self, clean=True):
         """Connect and wait for CONNACK; raises MQTTError on any failure. Publishes still in
         flight are sent again with DUP set. Returns the session-present flag."""
         self.close()
         try:
-            c = self.conn_class(self.host, self.port, self.timeout_ms, self.max_packet)
+            self.sock = self._open(
+                socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1])
         except OSError as e:
             raise MQTTError("cannot reach %s:%d: %s" % (self.host, self.port, e))
+        self.buf = b""
+        self.skip = 0
+        self.writing = False
         try:
-            c.send(connect_packet(self.client_id, self.keepalive, self.username,
-                                  self.password, self.will, clean))
+            self._send(connect_packet(self.client_id, self.keepalive, self.username,
+                                      self.password, self.will, clean))
             t = time.ticks_add(time.ticks_ms(), self.timeout_ms)
-            p = c.packet()
+            p = self._packet()
             while p is None:
                 n = time.ticks_diff(t, time.ticks_ms())
-                if n <= 0 or not c.wait(n):
+                if n <= 0 or not self._wait(n):
                     break
-                c.receive()
-                p = c.packet()
+                self._receive()
+                p = self._packet()
             if p is None:
                 raise MQTTError("no CONNACK within %d ms" % self.timeout_ms)
             if p[0] != CONNACK or len(p[1]) != 2:
@@ -291,9 +285,8 @@ class Client:
                 r = REFUSED
                 raise MQTTError("refused: " + (r[n] if n < len(r) else "code %d" % n))
         except (OSError, MQTTError) as e:
-            c.close()
+            self.close()
             raise e if isinstance(e, MQTTError) else MQTTError("connect: %s" % e)
-        self.conn = c
         self.connected = True
         self._last_rx = self._last_tx = self._now()
         try:
@@ -313,7 +306,7 @@ class Client:
         head = publish_header(topic, payload_length(payload), qos, retain, pid)
         if qos:
             self._inflight.append([pid, head, payload, self._now()])
-        if self.conn is None:
+        if not self.connected:
             if qos:
                 return pid
             raise ConnectionLost("not connected")
@@ -328,7 +321,7 @@ class Client:
     def subscribe(self, topic, qos=0):
         if qos not in (0, 1):
             raise ValueError("QoS 0 or 1 only")
-        if self.conn is None:
+        if not self.connected:
             raise ConnectionLost("not connected")
         pid = self._next_pid()
         try:
@@ -341,9 +334,9 @@ class Client:
 
     def disconnect(self):
         """Polite goodbye (the broker then drops the will). Safe when not connected."""
-        if self.conn is not None and not self.conn.writing:
+        if self.connected and not self.writing:
             try:
-                self.conn.send(b"\xe0\x00")  # DISCONNECT
+                self._send(b"\xe0\x00")  # DISCONNECT
             except OSError:
                 pass
         self.close()
@@ -355,14 +348,13 @@ class Client:
         """Wait up to timeout_ms for input, handle all complete packets, send keepalive pings
         and retries. Raises ConnectionLost when the connection is gone or stopped answering.
         (One long function: each function object costs heap on a 64 KiB board.)"""
-        c = self.conn
-        if c is None:
+        if not self.connected:
             raise ConnectionLost("not connected")
         try:
-            if c.wait(timeout_ms):
+            if self._wait(timeout_ms):
                 for _ in range(8):  # bounded: a flood of input must not starve the main loop
-                    c.receive()
-                    p = c.packet()
+                    self._receive()
+                    p = self._packet()
                     while p is not None:
                         first, body = p
                         self._last_rx = self._now()
@@ -385,8 +377,8 @@ class Client:
                         elif kind == SUBACK and self.on_suback:
                             self.on_suback(struct.unpack("!H", body[0:2])[0], bytes(body[2:]))
                         # PINGRESP needs nothing more; other types are not sent to a client.
-                        p = c.packet()
-                    if not c.wait(0):
+                        p = self._packet()
+                    if not self._wait(0):
                         break
             now = self._now()
             if self._ping_at is not None:
@@ -418,9 +410,13 @@ class Client:
         return out
 
     def close(self):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.poller = None
         self.connected = False
         self._ping_at = None
 
@@ -438,10 +434,6 @@ class Client:
             else:
                 self._pid = pid
                 return pid
-
-    def _send(self, data, payload=None):
-        self.conn.send(data, payload)
-        self._last_tx = self._now()
 
     def _resend(self, e):
         e[1][0] |= DUP

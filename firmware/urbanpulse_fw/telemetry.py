@@ -5,6 +5,8 @@
 # Samples are kept as small pre-encoded JSON byte strings and a message is streamed to the
 # socket chunk by chunk: no big string is ever built, which matters on a 64 KiB heap.
 
+from urbanpulse_fw import SCRATCH
+
 if False:  # for type checkers only: no typing module on the board
     from typing import Any
 
@@ -25,7 +27,7 @@ def format_float(x):
 # Scratch for building one sample, allocated once: a sample is then copied out in a single
 # allocation instead of a list, a joined str, its bytes and a stamped copy (those short-lived
 # ~150-byte blocks between long-lived samples fragmented a 64 KiB heap).
-_buf = bytearray(320)
+_buf = SCRATCH
 _mv = memoryview(_buf)
 
 

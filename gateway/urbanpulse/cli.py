@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--drivers", action="store_true",
                    help="real sensor drivers against emulated chips instead of simulated "
-                   "sensors (64 KiB heap; air boards 68 KiB for now)")
+                   "sensors")
     p.set_defaults(func=cmd_fleet_run)
 
     kpi = sub.add_parser("kpi", help="city KPIs computed from the stored telemetry")

@@ -101,7 +101,7 @@ def board_config(
     """The ``config.json`` the firmware reads (see firmware/urbanpulse_fw/config.py).
 
     ``drivers``: the kind's real sensor drivers (DRIVER_SENSORS) instead of simulated
-    sensors; the fleet gives those boards 64 KiB, air 68 KiB for now (board_heap).
+    sensors.
     """
     sensors = DRIVER_SENSORS[device.kind] if drivers else [{"type": "sim", "kind": device.kind}]
     config: dict[str, Any] = {
@@ -151,7 +151,6 @@ class Board:
     wake_at: float | None = None  # monotonic time the board starts again (reset, asleep)
     started_at: float = 0.0  # monotonic time of the last start
     done: bool = False  # exited for good
-    heap: str | None = None  # its own heap size, else the fleet's
 
     def __post_init__(self) -> None:
         self.log_file = self.folder / "console.log"
@@ -178,17 +177,9 @@ class Board:
         return None
 
 
-# The heap a board gets: an ESP32's free heap as the firmware sees it, 64 KiB. An air board
-# with its three drivers and the flash spool does not fit that yet on the 64-bit unix port
-# (objects take twice an ESP32's pointers there): it runs out of memory within a simulated
-# day at 64 KiB and gets through at 68 KiB (tests/test_firmware_soak.py). Open work.
+# The heap every board gets, simulated sensors or real drivers: what the firmware must live
+# in (tests/test_firmware_soak.py runs a day of every kind's drivers in it).
 HEAP = "64k"
-DRIVER_HEAP_EXCEPTIONS = {"air": "68k"}
-
-
-def board_heap(kind: str, drivers: bool) -> str:
-    """The heap size (micropython -X heapsize) for a board of this kind."""
-    return DRIVER_HEAP_EXCEPTIONS.get(kind, HEAP) if drivers else HEAP
 
 
 class Fleet:
@@ -211,11 +202,11 @@ class Fleet:
         except BundleError as exc:
             raise FleetError(str(exc)) from None
 
-    def add(self, device: Device, config: dict[str, Any], heap: str | None = None) -> Board:
+    def add(self, device: Device, config: dict[str, Any]) -> Board:
         folder = self.boards_dir / device.device_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        board = Board(device, folder, heap=heap)
+        board = Board(device, folder)
         self.boards.append(board)
         return board
 
@@ -224,7 +215,7 @@ class Fleet:
         env = board_env(self._firmware, board.folder)
         with board.log_file.open("ab") as console:
             board.process = subprocess.Popen(
-                [self._micropython, "-X", f"heapsize={board.heap or self.heap}",
+                [self._micropython, "-X", f"heapsize={self.heap}",
                  str(self._firmware / "main.py")],
                 cwd=board.folder,
                 env=env,
@@ -330,7 +321,6 @@ def run_fleet_command(args: argparse.Namespace) -> int:
             device,
             board_config(device, settings.mqtt, args.sample_interval, args.publish_interval,
                          drivers=drivers),
-            heap=board_heap(device.kind, drivers),
         )
     fleet.start()
     deadline = None if args.duration is None else time.monotonic() + args.duration

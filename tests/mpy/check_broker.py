@@ -75,8 +75,9 @@ def test_will_is_retained_when_the_link_dies():
     w.connect()
     w.publish(status, b'{"state":"online"}', qos=1, retain=True)
     poll_until([w], lambda: not w.inflight())
-    w.conn.sock.close()  # no DISCONNECT: the broker must publish the will
-    w.conn = None
+    w.sock.close()  # no DISCONNECT: the broker must publish the will
+    w.sock = None
+    w.connected = False
     time.sleep_ms(300)
     obs = client("obs")
     obs.connect()
@@ -162,7 +163,7 @@ def test_reconnect_resends_unacked_with_same_payload():
     subscribed(obs, topic)
     c = client("re")
     c.connect()
-    c.conn.sock.close()  # the link dies before the publish goes out
+    c.sock.close()  # the link dies before the publish goes out
     pid = c.publish(topic, b"seq 0", qos=1)
     eq(c.inflight(), [pid], "kept for later")
     assert not c.connected

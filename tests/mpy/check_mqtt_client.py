@@ -2,7 +2,6 @@
 # CONNACK handling, PUBACK tracking, DUP retries, packet ids, keepalive, dead links.
 from mpytest import encode_sample, eq, payload, raises
 from urbanpulse_fw import mqtt
-from urbanpulse_fw.mqtt import Connection
 
 codec = mqtt  # the packet functions (one module with the client)
 
@@ -63,18 +62,16 @@ class FakeSock:
         return out
 
 
-class FakeConnection(Connection):
+class FakeConnection:
     next_sock = None  # the socket the next connection gets
-
-    def _open(self, addr):
-        return FakeConnection.next_sock
-
-    def wait(self, timeout_ms):
-        return bool(self.sock.rx) or self.sock.eof
 
 
 class TestClient(mqtt.Client):
-    conn_class = FakeConnection
+    def _open(self, addr):
+        return FakeConnection.next_sock
+
+    def _wait(self, timeout_ms):
+        return bool(self.sock.rx) or self.sock.eof
 
     def __init__(self, *args, **kwargs):
         mqtt.Client.__init__(self, *args, **kwargs)
@@ -277,7 +274,7 @@ def test_disconnect_sends_disconnect_and_closes():
 
 def test_interrupted_write_breaks_the_stream():
     c, sock = connected_client()
-    c.conn.writing = True  # as if a KeyboardInterrupt hit in the middle of a send
+    c.writing = True  # as if a KeyboardInterrupt hit in the middle of a send
     sock.packets()
     c.disconnect()
     eq(sock.packets(), [], "no DISCONNECT into a broken stream")
