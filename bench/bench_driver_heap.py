@@ -9,8 +9,8 @@ host/hostlink.py, so the board's heap holds what a real board holds). Each board
 once with a remote ``config`` command waiting (config.new), the start that validates and
 applies it, and once with the flash spool (spool.py loaded: a board's default, on the host
 only when configured). No broker: the board's boot line reports the heap free once everything
-is loaded and the RAM outbox (a sixth of what was free) is allocated; the board is stopped
-then.
+is loaded and the RAM outbox (a sixth of what was free, an eighth with the spool) is
+allocated; the board is stopped then.
 Also prints what host/hostlink.py itself costs (it stands in for the ESP32's C machine module).
 -1: the board did not start (MemoryError).
 """
