@@ -3,7 +3,12 @@ left after start, the heap high-water mark over a run of sampling cycles, and th
 of one sampling cycle (read the sensors, encode, buffer) as a ratio to a bare loop iteration
 measured in the same run.
 
-    .venv/bin/python bench/bench_firmware.py [--kind air] [--cycles 2000]
+    .venv/bin/python bench/bench_firmware.py [--kind air] [--cycles 2000] [--drivers]
+
+With --drivers, the kind's real sensor drivers (urbanpulse.fleet.DRIVER_SENSORS) against the
+emulated chips, and the flash spool, as on a board; else simulated sensors. A cycle is timed
+on the wall clock: with drivers it includes the chips' own waits (the BME280's 10 ms
+conversion) and the host bus proxy's round trips to the emulator process.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gateway"))
 
 from urbanpulse.firmware_bundle import board_env, build_bundle, find_tool  # noqa: E402
+from urbanpulse.fleet import DRIVER_SENSORS  # noqa: E402
 
 SCRIPT = r"""
 import gc, time
@@ -70,6 +76,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="air")
     parser.add_argument("--cycles", type=int, default=2000)
+    parser.add_argument("--drivers", action="store_true",
+                        help="real drivers against emulated chips, and the flash spool")
     args = parser.parse_args()
     micropython = find_tool("micropython")
     if not micropython:
@@ -79,9 +87,12 @@ def main() -> int:
         bundle = build_bundle(Path(tmp) / "fw", host=True)
         board = Path(tmp) / "board"
         board.mkdir()
-        (board / "config.json").write_text(json.dumps({
-            "device_id": "bench-01", "kind": args.kind, "wifi": {"ssid": "x"},
-            "mqtt": {"host": "127.0.0.1", "port": 1}, "sample_interval_s": 1}))
+        config = {"device_id": "bench-01", "kind": args.kind, "wifi": {"ssid": "x"},
+                  "mqtt": {"host": "127.0.0.1", "port": 1}, "sample_interval_s": 1}
+        if args.drivers:
+            config["sensors"] = DRIVER_SENSORS[args.kind]
+            config["max_flash_bytes"] = 262144
+        (board / "config.json").write_text(json.dumps(config))
         (board / "bench.py").write_text(SCRIPT.replace("CYCLES", str(args.cycles)))
         env = board_env(bundle, board)
         out = subprocess.run([micropython, "-X", "heapsize=64k", "bench.py"], cwd=board,
@@ -92,7 +103,8 @@ def main() -> int:
         return 1
     after_start, low, bare, cycles, total = (int(x) for x in line.split()[1:])
     n = args.cycles
-    print(f"kind {args.kind}, {n} sampling cycles, 64 KiB heap")
+    sensors = "real drivers, flash spool" if args.drivers else "simulated sensors"
+    print(f"kind {args.kind} ({sensors}), {n} sampling cycles, 64 KiB heap")
     print(f"heap free after start:        {after_start} bytes")
     print(f"heap high-water mark (in use): {total - low} of {total} bytes (lowest free {low})")
     print(f"bare loop iteration:          {bare / n:.2f} us")
