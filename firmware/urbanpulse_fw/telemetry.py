@@ -162,10 +162,18 @@ class Outbox:
         n = o[i + k] - a
         end = o[self.count]
         mv = self.mv
-        while a + n < end:
-            m = min(n, end - a - n)
-            mv[a:a + m] = mv[a + n:a + n + m]
-            a += m
+        try:
+            while a + n < end:
+                m = min(n, end - a - n)
+                mv[a:a + m] = mv[a + n:a + n + m]
+                a += m
+        except MemoryError:
+            # No heap even for a view: the rest byte by byte, which allocates nothing. A move
+            # left half done would leave the buffer and the offsets at odds (samples twice).
+            b = self.buf
+            while a + n < end:
+                b[a] = b[a + n]
+                a += 1
         for j in range(i, self.count - k + 1):
             o[j] = o[j + k] - n
         self.count -= k

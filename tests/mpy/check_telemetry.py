@@ -158,3 +158,21 @@ def test_max_samples_limits():
     eq(len(doc["samples"]), 100, "at most 100 samples")
     assert m.size < 64 * 1024, "a full message stays under 64 KiB"
     eq(ob.pending(), 50, "the rest waits")
+
+
+def test_ack_with_no_heap_left_still_moves_every_sample():
+    # A board out of memory at the worst moment: the PUBACK comes, and the samples behind the
+    # acknowledged message must move down whole (a move cut short once left a sample twice).
+    import micropython
+
+    ob = telemetry.Outbox(1, max_samples=3, max_bytes=4096)
+    samples = [encode_sample(1763700000000 + i, [("laeq", 40.0 + i)]) for i in range(12)]
+    for s in samples:
+        ob.add(s)
+    m = ob.take()
+    micropython.heap_lock()  # every allocation fails from here
+    try:
+        ob.ack(m)
+    finally:
+        micropython.heap_unlock()
+    eq([bytes(ob.part(i)) for i in range(ob.count)], samples[3:], "the rest, each once, whole")
