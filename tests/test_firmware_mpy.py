@@ -303,6 +303,16 @@ class Board:
         path = self.folder / "console.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def interrupt(self, timeout_s: float = 20) -> None:
+        """Ctrl-C: the firmware stops cleanly (offline status, buffer to flash) and exits 0."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        assert self.wait(timeout_s) == 0, self.console()
+
+    def taken(self) -> int:
+        """How many samples the board took, from its summary at the last clean stop."""
+        return int(re.findall(r"(\d+) samples taken", self.console())[-1])
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
@@ -558,9 +568,7 @@ def test_sigint_publishes_offline_and_exits_cleanly(broker: Broker,
         board = boards("park-s-004", "parking", broker.port, sample_interval_s=0.1)
         board.start()
         wait_until(lambda: len(rec.on(board.device_id, "telemetry")) >= 2, 15, "telemetry")
-        assert board.process is not None
-        board.process.send_signal(signal.SIGINT)
-        assert board.wait(10) == 0, board.console()
+        board.interrupt(10)
         wait_until(lambda: statuses(rec, board.device_id)[-1:] == [OFFLINE], 5, "offline")
     finally:
         rec.close()

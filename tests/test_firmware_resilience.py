@@ -322,16 +322,14 @@ def test_clean_stop_with_the_broker_gone_keeps_the_message_in_flight(
         b.process.wait()
         n = len(samples(rec, board.device_id))
         time.sleep(1)
-        assert board.process is not None
-        board.process.send_signal(signal.SIGINT)
-        assert board.wait(20) == 0, board.console()
+        board.interrupt()
     finally:
         board.kill()
         rec.close()
         b.stop()
     console = board.console()
     assert_clean(console)
-    taken = int(re.findall(r"(\d+) samples taken", console)[-1])
+    taken = board.taken()
     kept = int(re.findall(r"kept for later: (\d+)", console)[-1])
     got = {s["t"] for s in samples(rec, board.device_id)}
     assert len(got) >= n > 0
@@ -364,8 +362,7 @@ def test_watchdog_resets_a_stalled_loop(broker: Broker,
         wait_until(lambda: len(rec.on(board.device_id, "telemetry")) >= 1, 20, "telemetry")
         time.sleep(5)
         assert board.process is not None and board.process.poll() is None, board.console()
-        board.process.send_signal(signal.SIGINT)
-        assert board.wait(10) == 0
+        board.interrupt(10)
         # Stalled: an NTP call that never returns (as a socket without a timeout would).
         (board.folder / "ntp_hang").write_text("")
         board.start(write_config=False)
@@ -432,16 +429,14 @@ def test_a_day_with_a_30_minute_outage_in_64k(tmp_path: Path,
         time.sleep(1800_000 / scale / 1000 + 0.5)  # 30 minutes of board time, and a bit
         b.start()
         wait_for_progress(board_time, day_ms, 240, "24 h of samples", board.console)
-        assert board.process is not None
-        board.process.send_signal(signal.SIGINT)
-        assert board.wait(20) == 0, board.console()
+        board.interrupt()
     finally:
         board.kill()
         rec.close()
         b.stop()
     console = board.console()
     assert_clean(console)
-    taken = int(re.findall(r"(\d+) samples taken", console)[-1])
+    taken = board.taken()
     received = rec.on(board.device_id, "telemetry")
     # Kept beside the console, for a look at what went wrong.
     (board.folder / "telemetry.jsonl").write_bytes(b"\n".join(m.payload for m in received))

@@ -3,7 +3,7 @@
 import hostbus
 from drivertest import near, one, poll_for, poll_until, read
 from emu_bme280 import H_CAL, P_CAL, T_CAL
-from mpytest import eq
+from mpytest import eq, setting
 from urbanpulse_fw.drivers import pms5003, pzem, scd41
 
 
@@ -130,14 +130,10 @@ def test_pms5003_silent_line_is_a_timeout():
     emu.period_ms = 100
     poll_until(s, lambda d: "pm25" in d, what="a frame")
     emu.fault = "missing"
-    was = pms5003.STALE_MS
-    pms5003.STALE_MS = 300
-    try:
+    with setting(pms5003, "STALE_MS", 300):
         poll_until(s, lambda d: s.fault == "timeout", what="timeout")
         emu.fault = None
         poll_until(s, lambda d: "pm25" in d, what="recovery")
-    finally:
-        pms5003.STALE_MS = was
 
 
 def test_pms5003_sleeps_between_samples_minutes_apart():
@@ -147,9 +143,7 @@ def test_pms5003_sleeps_between_samples_minutes_apart():
     emu.fixed = (4, 6, 9)
     poll_until(s, lambda d: "pm25" in d, what="a frame")
     eq(emu.commands, [], "no sleep at a short interval")
-    was = pms5003.WARM_MS
-    pms5003.WARM_MS = 300
-    try:
+    with setting(pms5003, "WARM_MS", 300):
         s.interval_ms = 1500  # above 3 x the warm-up time: sleep between samples
         eq(read(s), {"pm1": 4, "pm25": 6, "pm10": 9}, "a sample, then sleep")
         eq((emu.commands, emu.sleeping), ([0], True), "sleep command (42 4D E4 00 00 01 73)")
@@ -162,8 +156,6 @@ def test_pms5003_sleeps_between_samples_minutes_apart():
         eq(s.fault, None, "no fault")
         d = poll_until(s, lambda d: d.get("pm25") == 7, 2000, "stable data after warm-up")
         eq(d["pm10"], 11, "new values")
-    finally:
-        pms5003.WARM_MS = was
 
 
 def test_scd41_periodic_measurement_crc_and_recovery():
@@ -195,15 +187,11 @@ def test_scd41_restarts_after_a_power_cut_without_bus_errors():
     emu.period_ms = 200
     emu.fixed = (700, 20.0, 50.0)
     poll_until(s, lambda d: d.get("co2") == 700, what="a measurement")
-    was = scd41.STALE_MS
-    scd41.STALE_MS = 800
-    try:
+    with setting(scd41, "STALE_MS", 800):
         emu.start = None  # idle after a power cut: answers, but never has data
         poll_until(s, lambda d: s.fault == "timeout", what="no new data")
         emu.fixed = (710, 20.0, 50.0)
         poll_until(s, lambda d: d.get("co2") == 710, 4000, what="started again")
-    finally:
-        scd41.STALE_MS = was
 
 
 def test_scd41_reports_co2_only_by_default_and_times_out_when_stuck():
@@ -219,11 +207,7 @@ def test_scd41_reports_co2_only_by_default_and_times_out_when_stuck():
     eq(s.fault, "timeout", "still stuck")
     emu.fault = None
     emu.start = None
-    was = scd41.STALE_MS
-    scd41.STALE_MS = 600
-    try:
+    with setting(scd41, "STALE_MS", 600):
         emu.period_ms = 100000  # running, but no new data
         emu.start = 0
         poll_until(s, lambda d: s.fault == "timeout", what="stale data")
-    finally:
-        scd41.STALE_MS = was

@@ -5,7 +5,7 @@ import time
 
 import hostbus
 from drivertest import build, near, one, poll_for, poll_until, read
-from mpytest import eq
+from mpytest import eq, setting
 from urbanpulse_fw.drivers import lamp, pulse, pzem, water
 
 
@@ -62,15 +62,11 @@ def test_pulse_output_stuck_active_is_a_fault():
     emu = hostbus.chip("pin14", "pulse")
     emu.pulses(1)
     eq(read(s)["vehicles"], 1, "rising edges")
-    was = pulse.STUCK_MS
-    pulse.STUCK_MS = 300
-    try:
+    with setting(pulse, "STUCK_MS", 300):
         emu.fault = "stuck"
         poll_until(s, lambda d: s.fault == "stuck", 2500, "stuck output")
         emu.fault = None
         poll_until(s, lambda d: "vehicles" in d, 2500, "recovery")
-    finally:
-        pulse.STUCK_MS = was
 
 
 def test_parking_hysteresis_ignores_a_passing_car():
@@ -202,15 +198,11 @@ def test_water_checksum_and_silence():
     poll_until(s, lambda d: s.fault == "checksum", what="checksum fault")
     eq(s.read(1), [], "no sample")
     emu.fault = "missing"
-    was = water.STALE_MS
-    water.STALE_MS = 300
-    try:
+    with setting(water, "STALE_MS", 300):
         poll_until(s, lambda d: s.fault == "timeout", what="silence")
         emu.fault = None
         d = poll_until(s, lambda d: "water_level" in d, what="recovery")
         near(d["water_level"], 100.0, 0.6, "450 cm mount - 350 cm distance")
-    finally:
-        water.STALE_MS = was
 
 
 def test_soil_two_point_calibration_clamped():

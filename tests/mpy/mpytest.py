@@ -16,6 +16,21 @@ def eq(got, want, what=""):
         raise AssertionError("%s: got %r, want %r" % (what or "value", got, want))
 
 
+class setting:
+    """with setting(module, name, value): module.name is value inside, then what it was (a
+    driver's timing constant shortened so a check need not wait for minutes)."""
+
+    def __init__(self, module, name, value):
+        self.module, self.name, self.value = module, name, value
+
+    def __enter__(self):
+        self.was = getattr(self.module, self.name)
+        setattr(self.module, self.name, self.value)
+
+    def __exit__(self, *exc):
+        setattr(self.module, self.name, self.was)
+
+
 def encode_sample(t, fields):
     """A sample as the board buffers it: compact JSON bytes."""
     from urbanpulse_fw import telemetry
