@@ -87,8 +87,11 @@ class MainLoop:
         self.trial = None  # type: int | None  # ticks by which a new config must connect
         self.wdt = wdt  # type: object
 
-    def log(self, msg):
-        print("[%s] %s" % (self.cfg["device_id"], msg))
+    def log(self, *parts):
+        # The parts printed one after the other, not joined first: trouble (an outage, low
+        # memory) is when a board logs most, and a fragmented heap may then have no room for
+        # a string the length of the line.
+        print("[", self.cfg["device_id"], "] ", *parts, sep="")
 
     def run(self):
         cfg = self.cfg
@@ -110,7 +113,7 @@ class MainLoop:
                     oom += 1
                     if oom == 1:
                         sys.print_exception(e)
-                        self.log("out of memory (heap free %d)" % hw.free_heap())
+                        self.log("out of memory (heap free ", hw.free_heap(), ")")
                     if oom > 11:
                         self.stop()
                         hw.reset()

@@ -72,13 +72,13 @@ def encode_str(s):
 
 def payload_length(payload):
     """A payload is bytes, a list of byte strings sent one after the other, or an object with
-    .size and .chunks() (streamed: no allocation the size of the message)."""
+    .size, .pieces and .piece(j) (streamed: no allocation the size of the message)."""
     if isinstance(payload, (list, tuple)):
         n = 0
         for b in payload:
             n += len(b)
         return n
-    if hasattr(payload, "chunks"):
+    if hasattr(payload, "piece"):
         return payload.size
     return len(payload)
 
@@ -153,7 +153,9 @@ class Client:
         self.buf = b""  # received, not yet cut into packets
         self.skip = 0  # bytes of an oversized packet still to discard
         self.writing = False  # True while a packet is half written
-        self.poller = None  # type: Any
+        # One poller for the client's life, made now: a reconnect after a long outage (a
+        # fragmented heap) need not find room for it.
+        self.poller = select.poll()
         self._pid = 0
         self._inflight = []  # type: list  # [pid, header, payload, ticks last sent], oldest 1st
         self._last_tx = 0
@@ -183,18 +185,21 @@ class Client:
 
     def _wait(self, timeout_ms):
         """True when input is ready within timeout_ms."""
-        if self.poller is None:
-            self.poller = select.poll()
-            self.poller.register(self.sock, select.POLLIN)
-        return bool(self.poller.poll(max(0, int(timeout_ms))))
+        # register() again only updates the entry; ipoll() allocates no list of events.
+        self.poller.register(self.sock, select.POLLIN)
+        for _ in self.poller.ipoll(max(0, int(timeout_ms))):
+            return True
+        return False
 
     def _write(self, b):
-        b = memoryview(b)
-        while len(b):
+        # A view of the rest only after a partial send: a send allocates nothing otherwise.
+        while len(b):  # (an empty payload: nothing to send)
             n = self.sock.send(b)
             if not n:
                 raise OSError("send returned %r" % (n,))
-            b = b[n:]
+            if n >= len(b):
+                return
+            b = memoryview(b)[n:]
 
     def _send(self, data, payload=None):
         if self.writing:
@@ -205,9 +210,9 @@ class Client:
         if isinstance(payload, (list, tuple)):
             for b in payload:
                 self._write(b)
-        elif hasattr(payload, "chunks"):
-            for b in payload.chunks():
-                self._write(b)
+        elif hasattr(payload, "piece"):
+            for j in range(payload.pieces):
+                self._write(payload.piece(j))
         elif payload is not None:
             self._write(payload)
         self.writing = False
@@ -261,7 +266,7 @@ class Client:
             self.sock = self._open(
                 socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1])
         except OSError as e:
-            raise MQTTError("cannot reach %s:%d: %s" % (self.host, self.port, e))
+            raise MQTTError(e)  # prints as the OSError; the caller knows where it tried
         self.buf = b""
         self.skip = 0
         self.writing = False
@@ -411,12 +416,12 @@ class Client:
 
     def close(self):
         if self.sock is not None:
+            self.poller.unregister(self.sock)  # (no error if it was not registered)
             try:
                 self.sock.close()
             except OSError:
                 pass
         self.sock = None
-        self.poller = None
         self.connected = False
         self._ping_at = None
 

@@ -73,8 +73,10 @@ class Message:
     """The telemetry message in flight: the oldest `count` samples of the outbox. It keeps its
     seq and samples until acknowledged, so a retry sends the very same bytes.
 
-    The payload is streamed (chunks()) rather than joined: no allocation the size of the
-    message, which a fragmented 64 KiB heap may not have in one piece."""
+    The payload is streamed piece by piece (piece(j) for j in range(pieces)) rather than
+    joined: no allocation the size of the message, which a fragmented 64 KiB heap may not
+    have in one piece. An index, not a generator: a generator object takes a block of heap
+    that a long-running board may not have in one piece either (it stalled publishing)."""
 
     def __init__(self, outbox, seq, count, spooled=False):
         self.outbox = outbox
@@ -89,6 +91,7 @@ class Message:
         for i in range(count):
             n += len(self.part(i))
         self.size = n
+        self.pieces = 2 * count + 1  # head, sample, ",", sample, .., "]}"
 
     def part(self, i):
         # The i-th sample; from RAM without a copy (a memoryview into the outbox's buffer).
@@ -97,13 +100,12 @@ class Message:
             return ob.mv[ob.offs[i]:ob.offs[i + 1] - 10]
         return ob.part(i)
 
-    def chunks(self):
-        yield self.head
-        for i in range(self.count):
-            if i:
-                yield b","
-            yield self.part(i)
-        yield b"]}"
+    def piece(self, j):
+        if j == 0:
+            return self.head
+        if j == self.pieces - 1:
+            return b"]}"
+        return self.part(j >> 1) if j & 1 else b","
 
 
 class Outbox:

@@ -63,17 +63,19 @@ class Uplink:
 
     def connect(self):
         cfg = self.cfg
-        host = "%s:%d" % (cfg["mqtt_host"], cfg["mqtt_port"])
+        host = cfg["mqtt_host"]
+        port = cfg["mqtt_port"]
         try:
             self.client.connect(self.clean)
         except (OSError, mqtt.MQTTError) as e:
             n = jitter(self.backoff)
-            self.log("mqtt connect to %s failed: %s; retry in %d ms" % (host, e, n))
+            # In parts (see MainLoop.log): this is logged all through an outage.
+            self.log("mqtt connect to ", host, ":", port, " failed: ", e, "; retry in ", n, " ms")
             self.next_connect = time.ticks_add(time.ticks_ms(), n)
             self.backoff = min(self.backoff * 2, 60000)
             return
         self.backoff = 1000
-        self.log("mqtt connected to %s (%s)" % (host, self.stats()))
+        self.log("mqtt connected to ", host, ":", port, " (", self.stats(), ")")
         status = '{"state":"online","fw":"%s","boot":%d}' % (FW_VERSION, self.boot)
         self.client.publish(self.topic + "status", status.encode(), 1, True)
         if self.on_connect:
@@ -89,7 +91,7 @@ class Uplink:
             try:
                 c.poll(max(0, ms))
             except mqtt.ConnectionLost as e:
-                self.log("mqtt connection lost: %s" % e)
+                self.log("mqtt connection lost: ", e)
                 self.next_connect = time.ticks_add(time.ticks_ms(), jitter(self.backoff))
             return
         if self.wifi_up:

@@ -21,8 +21,8 @@ class FakeLoop:
         self.outbox = type("O", (), {"boot": 1, "max_bytes": 1024})()
         self.up = type("U", (), {"start": lambda self: None})()
 
-    def log(self, msg):
-        self.lines.append(msg)
+    def log(self, *parts):
+        self.lines.append("".join(str(p) for p in parts))
 
     def step(self):
         if self.fails:

@@ -40,7 +40,7 @@ def encode_sample(t, fields):
 
 def payload(msg):
     """The bytes of a telemetry message as streamed to the socket."""
-    return b"".join(bytes(c) for c in msg.chunks())
+    return b"".join(bytes(msg.piece(j)) for j in range(msg.pieces))
 
 
 def tmpdir(name):
