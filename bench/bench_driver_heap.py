@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from urbanpulse.firmware_bundle import board_env, build_bundle, find_tool
+from urbanpulse.firmware_bundle import build_bundle, find_tool
 from urbanpulse.fleet import DRIVER_SENSORS
+from urbanpulse.hostboard import board_env, launch
 
 BOOT = re.compile(r"heap free (\d+), buffer (\d+)")
 CONFIG_COMMAND = '{"id": "c-1", "config": {"health_interval_s": 60}}'
@@ -75,10 +76,8 @@ def boot_free(micropython: str, bundle: Path, folder: Path, kind: str,
         (folder / "config.new").write_text(CONFIG_COMMAND, encoding="utf-8")
     log = folder / "console.log"
     with log.open("wb") as out:
-        board = subprocess.Popen(
-            [micropython, "-X", "heapsize=64k", str(bundle / "main.py")], cwd=folder,
-            env=board_env(bundle, folder), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT)
+        board = launch([micropython, "-X", "heapsize=64k", str(bundle / "main.py")], folder,
+                       board_env(bundle, folder), out)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and board.poll() is None:

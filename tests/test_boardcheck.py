@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from gateway_harness import Publisher, gateway_settings, running_gateway, wait_until
 from pty_board import PtyBoard
 from services import Services, free_port
+from urbanpulse import hostboard
 from urbanpulse.firmware_bundle import find_tool, firmware_source
 
 PY = sys.executable
@@ -154,9 +154,7 @@ def test_a_provisioned_and_flashed_firmware_board(
     assert micropython
     env = dict(os.environ, MICROPYPATH=f"{firmware_source() / 'host'}:.frozen")
     with (flash / "console.log").open("wb") as console:
-        process = subprocess.Popen([micropython, "main.py"], cwd=flash, env=env,
-                                   stdout=console, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = hostboard.launch([micropython, "main.py"], flash, env, console)
     try:
         with running_gateway(gateway_settings(influx, registry, client_id)):
             def reporting() -> subprocess.CompletedProcess[str] | None:
@@ -171,7 +169,7 @@ def test_a_provisioned_and_flashed_firmware_board(
             assert out.startswith("traffic-lab-01  traffic  lab / Bench")
             assert "status    online (fw " in out
             assert "period_s" in out and "vehicles" in out
-            process.send_signal(signal.SIGINT)  # the firmware says goodbye: offline
+            hostboard.stop(process)  # the firmware says goodbye: offline
             process.wait(30)
             offline = check(config, "traffic-lab-01")
             assert offline.returncode == 1, offline.stdout

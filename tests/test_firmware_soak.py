@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from test_firmware_mpy import (
     telemetry_problems,
 )
 
+from urbanpulse import hostboard
 from urbanpulse.fleet import DRIVER_SENSORS, HEAP
 
 boards = test_firmware_mpy.boards
@@ -177,7 +177,7 @@ def test_a_day_of_every_kinds_drivers_with_a_30_minute_outage(
         wait_for_hours(rec, fleet, 24, 360, stalled)
         for board in fleet.values():
             if board.process is not None and board.process.poll() is None:
-                board.process.send_signal(signal.SIGINT)  # keeps what is unsent, says so
+                hostboard.stop(board.process)  # keeps what is unsent, says so
         for kind, board in fleet.items():
             assert board.process is not None
             try:

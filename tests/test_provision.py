@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from gateway_harness import count_points, gateway_settings, running_gateway, wait_until
 from services import Services, free_port
+from urbanpulse import hostboard
 from urbanpulse.firmware_bundle import find_tool, firmware_source
 from urbanpulse.provision import SENSORS, fingerprint
 from urbanpulse.vocabulary import KINDS
@@ -322,13 +323,13 @@ def test_a_provisioned_firmware_board_reaches_the_gateway_through_the_acl(
         "username": "urbanpulse-gateway", "password": SecretStr(gateway_password)})})
     with running_gateway(settings):
         with (board_dir / "console.log").open("wb") as console:
-            board = subprocess.Popen([micropython, str(fw / "main.py")], cwd=board_dir, env=env,
-                                     stdout=console, stderr=subprocess.STDOUT)
+            board = hostboard.launch([micropython, str(fw / "main.py")], board_dir, env,
+                                     console)
         try:
             wait_until(lambda: count_points(influx, "noise", "laeq") >= 2, timeout_s=60,
                        what="the board's readings stored through the secured broker")
         finally:
-            board.send_signal(signal.SIGINT)
+            hostboard.stop(board)
             board.wait(30)
     console_text = (board_dir / "console.log").read_text()
     assert f"mqtt connected to 127.0.0.1:{secured_broker.port}" in console_text, console_text

@@ -3,8 +3,17 @@
 # is always online, so connect() succeeds at once. Kept tiny: it stands in for C code, and the
 # board's heap is 64 KiB.
 import os
+import sys
 
 STA_IF = 0
+
+# The host's Ctrl-C (gateway/urbanpulse/hostboard.py): the unix port raises KeyboardInterrupt
+# from its SIGINT handler wherever the C code is, and one that lands in a garbage collection
+# locks the heap for good. A board's REPL raises it between bytecodes. So a board started by
+# hostboard.launch (which sets this variable) has a non-blocking pipe as stdin, and its end
+# is the stop, raised here, in the call the main loop makes on every pass. Reading an empty
+# non-blocking pipe gives None and allocates nothing.
+_stop = sys.stdin.buffer if os.getenv("URBANPULSE_HOST_STOP") else None
 
 # Stable per board folder (the board runs in its own), so each simulated board has its own
 # RSSI and MAC.
@@ -24,6 +33,8 @@ class WLAN:
         self.ssid = ssid
 
     def isconnected(self):
+        if _stop and _stop.read(1) is not None:  # closed (b""), or written to
+            raise KeyboardInterrupt  # the clean stop that follows does not come back here
         return self.ssid is not None
 
     def status(self, *args):

@@ -7,16 +7,12 @@ The simulated fleet runs exactly this bundle.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 # Copied as source: the board's boot sequence runs these two files by name.
-# In a host board's folder: a link to the bundle, so that module paths are as short as on a
-# board (each module's path is interned for good; a temporary folder's long one costs heap).
-BOARD_LINK = ".fw"
 ENTRY_FILES = ("boot.py", "main.py")
 PACKAGE = "urbanpulse_fw"
 HOST_STANDINS = "host"
@@ -82,16 +78,3 @@ def build_bundle(out_dir: Path, source: Path | None = None, host: bool = False) 
             _compile(mpy_cross, module, out_dir / relative, src)
     return out_dir
 
-
-def board_env(bundle: Path, folder: Path) -> dict[str, str]:
-    """The environment to run ``micropython`` in a host board's ``folder`` (its cwd) with
-    ``bundle`` (build_bundle(host=True)): the stand-ins for ESP32-only modules first, then the
-    firmware, reached through a short relative link (BOARD_LINK) in the folder."""
-    link = folder / BOARD_LINK
-    if link.is_symlink() and link.resolve() != bundle.resolve():
-        link.unlink()  # a folder reused with another bundle
-    if not link.is_symlink():
-        link.symlink_to(bundle.resolve(), target_is_directory=True)
-    env = dict(os.environ)
-    env["MICROPYPATH"] = f"{BOARD_LINK}/{HOST_STANDINS}:{BOARD_LINK}:.frozen"
-    return env

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import hostboard
 from .config import ConfigError, MqttSettings, load_settings
-from .firmware_bundle import BundleError, board_env, build_bundle, find_tool
+from .firmware_bundle import BundleError, build_bundle, find_tool
 from .registry import Device, merge_devices
 from .vocabulary import KINDS
 
@@ -212,18 +213,11 @@ class Fleet:
 
     def _launch(self, board: Board) -> None:
         # On the host the stand-ins for `network` etc. come first; a board has the real ones.
-        env = board_env(self._firmware, board.folder)
+        env = hostboard.board_env(self._firmware, board.folder)
         with board.log_file.open("ab") as console:
-            board.process = subprocess.Popen(
+            board.process = hostboard.launch(
                 [self._micropython, "-X", f"heapsize={self.heap}",
-                 str(self._firmware / "main.py")],
-                cwd=board.folder,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+                 str(self._firmware / "main.py")], board.folder, env, console)
         board.starts += 1
         board.started_at = time.monotonic()
 
@@ -276,7 +270,8 @@ class Fleet:
         return self.running() == 0
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGINT first: the firmware publishes its offline status and disconnects."""
+        """A clean stop first (hostboard.stop): the firmware publishes its offline status,
+        disconnects and keeps what is unsent in flash; killed past ``timeout_s``."""
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join()
@@ -286,7 +281,7 @@ class Fleet:
                     board.wake_at = None
                     board.done = True
                 if board.process and board.process.poll() is None:
-                    board.process.send_signal(signal.SIGINT)
+                    hostboard.stop(board.process)
         deadline = time.monotonic() + timeout_s
         for board in self.boards:
             if board.process is None:
