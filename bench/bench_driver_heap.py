@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from urbanpulse.firmware_bundle import build_bundle, find_tool
-from urbanpulse.fleet import DRIVER_SENSORS
-from urbanpulse.hostboard import board_env, launch
+from urbanpulse.devtools.fleet import DRIVER_SENSORS
+from urbanpulse.devtools.hostboard import board_env, launch
+from urbanpulse.field.bundle import build_bundle, find_tool
 
 BOOT = re.compile(r"heap free (\d+), buffer (\d+)")
 CONFIG_COMMAND = '{"id": "c-1", "config": {"health_interval_s": 60}}'

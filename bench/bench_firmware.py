@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gateway"))
 
-from urbanpulse.firmware_bundle import build_bundle, find_tool  # noqa: E402
-from urbanpulse.fleet import DRIVER_SENSORS  # noqa: E402
-from urbanpulse.hostboard import board_env  # noqa: E402
+from urbanpulse.devtools.fleet import DRIVER_SENSORS  # noqa: E402
+from urbanpulse.devtools.hostboard import board_env  # noqa: E402
+from urbanpulse.field.bundle import build_bundle, find_tool  # noqa: E402
 
 SCRIPT = r"""
 import gc, time

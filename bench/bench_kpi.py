@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from services import influx_query, influx_write, start_services, stop_services
 from urbanpulse.config import Settings
+from urbanpulse.contract.lineprotocol import FieldValue, encode_point
 from urbanpulse.kpi.engine import KpiEngine
 from urbanpulse.kpi.windows import HOUR_MS, local_day_window, local_days_touching
-from urbanpulse.lineprotocol import FieldValue, encode_point
-from urbanpulse.registry import Device, Registry
+from urbanpulse.registry.devices import Device, Registry
 
 KINDS = ("air", "noise", "traffic", "parking", "streetlight", "water")
 MEASUREMENT = {"air": "air_quality", "noise": "noise", "traffic": "traffic",

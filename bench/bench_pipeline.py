@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from urbanpulse.logs import RateLimitedLog
-from urbanpulse.messages import TelemetryValidator
-from urbanpulse.pipeline import MessageHandler
-from urbanpulse.registry import Device, Registry
-from urbanpulse.stats import Stats
+from urbanpulse.contract.messages import TelemetryValidator
+from urbanpulse.registry.devices import Device, Registry
+from urbanpulse.service.logs import RateLimitedLog
+from urbanpulse.service.pipeline import MessageHandler
+from urbanpulse.service.stats import Stats
 
 
 def rate(work: Callable[[], object], seconds: float = 1.5) -> float:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from urbanpulse.spool import FsyncPolicy, Spool
+from urbanpulse.service.spool import FsyncPolicy, Spool
 
 
 def make_batches(count: int, points: int) -> list[list[str]]:

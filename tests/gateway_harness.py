@@ -25,7 +25,7 @@ from urbanpulse.config import (
     SpoolSettings,
     StatsSettings,
 )
-from urbanpulse.gateway import Gateway
+from urbanpulse.service.gateway import Gateway
 
 REGISTRY_CSV = """device_id,kind,district,site,lat,lon,interval_s
 air-north-01,air,north,Town Hall,52.3702,4.8952,60

@@ -25,7 +25,7 @@ import tty
 from pathlib import Path
 from types import TracebackType
 
-from urbanpulse.firmware_bundle import find_tool
+from urbanpulse.field.bundle import find_tool
 
 
 class PtyLink:

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 import urllib3
 
-from urbanpulse import stack
+from urbanpulse.devtools import stack
 
 NOT_INSTALLED = "Mosquitto/InfluxDB not installed: run `make setup` (or `urbanpulse stack up`)"
 

@@ -16,8 +16,8 @@ import pytest
 from gateway_harness import Publisher, gateway_settings, running_gateway, wait_until
 from pty_board import PtyBoard
 from services import Services, free_port
-from urbanpulse import hostboard
-from urbanpulse.firmware_bundle import find_tool, firmware_source
+from urbanpulse.devtools import hostboard
+from urbanpulse.field.bundle import find_tool, firmware_source
 
 PY = sys.executable
 

@@ -14,7 +14,7 @@ import pytest
 
 from gateway_harness import REGISTRY_CSV, Publisher, count_points, wait_until
 from services import Services
-from urbanpulse.logs import RateLimitedLog
+from urbanpulse.service.logs import RateLimitedLog
 
 
 def urbanpulse(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from grafana_foundation_sdk.models import units
 
-from urbanpulse.cli import main
+from urbanpulse.cli.main import main
 from urbanpulse.dashboards import alerts
 from urbanpulse.dashboards.headline import HEADLINES
 from urbanpulse.dashboards.push import PushSettings, plan

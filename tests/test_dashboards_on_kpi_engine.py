@@ -15,11 +15,11 @@ import yaml  # type: ignore[import-untyped]
 
 from services import Services, influx_drop_and_create, influx_query, influx_write
 from urbanpulse.config import Settings
+from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.dashboards.headline import HEADLINES
 from urbanpulse.dashboards.interpolation import interpolate, time_filter
 from urbanpulse.kpi.engine import KpiEngine
-from urbanpulse.lineprotocol import encode_point
-from urbanpulse.registry import load_registry
+from urbanpulse.registry.devices import load_registry
 
 pytestmark = pytest.mark.services
 

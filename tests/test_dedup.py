@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from urbanpulse.dedup import RecentMessages
+from urbanpulse.service.dedup import RecentMessages
 
 
 def test_a_message_is_new_once_then_a_duplicate() -> None:

@@ -20,9 +20,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_harness import gateway_settings, rows, running_gateway, wait_until
 from services import Services, free_port
-from urbanpulse.fleet import Fleet, board_config, plan_devices
-from urbanpulse.registry import load_registry, merge_devices
-from urbanpulse.vocabulary import KINDS, VOCABULARY
+from urbanpulse.contract.vocabulary import KINDS, VOCABULARY
+from urbanpulse.devtools.fleet import Fleet, board_config, plan_devices
+from urbanpulse.registry.devices import load_registry, merge_devices
 
 pytestmark = pytest.mark.services
 

@@ -40,7 +40,7 @@ from services import (
     stop_service,
     stop_services,
 )
-from urbanpulse import stack
+from urbanpulse.devtools import stack
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from urbanpulse.firmware_bundle import ENTRY_FILES, BundleError, build_bundle, firmware_source
-from urbanpulse.fleet import micropython_binary
+from urbanpulse.devtools.fleet import micropython_binary
+from urbanpulse.field.bundle import ENTRY_FILES, BundleError, build_bundle, firmware_source
 
 
 def test_every_firmware_module_compiles_and_the_bundle_has_no_source(tmp_path: Path) -> None:

@@ -34,14 +34,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from urbanpulse import hostboard
-from urbanpulse.vocabulary import (
+from urbanpulse.contract.vocabulary import (
     KIND_MEASUREMENTS,
     MAX_PAYLOAD_BYTES,
     MAX_SAMPLES_PER_MESSAGE,
     MIN_TIMESTAMP_MS,
     VOCABULARY,
 )
+from urbanpulse.devtools import hostboard
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
@@ -259,7 +259,7 @@ def firmware_bundle() -> Path:
     if not _BUNDLE:
         import tempfile
 
-        from urbanpulse.firmware_bundle import build_bundle
+        from urbanpulse.field.bundle import build_bundle
 
         _BUNDLE.append(build_bundle(Path(tempfile.mkdtemp(prefix="upfw-")) / "fw", host=True))
     return _BUNDLE[0]
@@ -771,7 +771,7 @@ DRIVER_FIELDS = {
 def test_fleet_driver_sensors_give_their_kinds_fields(kind: str, tmp_path: Path) -> None:
     """urbanpulse.fleet.DRIVER_SENSORS build without an error and, on the emulated chips,
     give the kind's quantities, valid per the contract."""
-    from urbanpulse.fleet import DRIVER_SENSORS
+    from urbanpulse.devtools.fleet import DRIVER_SENSORS
 
     script = _DRIVER_SCRIPT % (str(FIRMWARE), str(FIRMWARE / "host"),
                                json.dumps(DRIVER_SENSORS[kind]), kind, len(DRIVER_FIELDS[kind]))
@@ -792,8 +792,8 @@ def test_fleet_with_drivers_from_a_relative_state_dir(
     """`urbanpulse fleet run --drivers` with the default, relative --state-dir: each board
     runs in its own folder, so the bundle's path must not depend on the working directory."""
     from urbanpulse.config import MqttSettings
-    from urbanpulse.fleet import Fleet, plan_devices
-    from urbanpulse.fleet import board_config as fleet_config
+    from urbanpulse.devtools.fleet import Fleet, plan_devices
+    from urbanpulse.devtools.fleet import board_config as fleet_config
 
     monkeypatch.chdir(tmp_path)
     device = plan_devices(5, ["north"], 0.5)[4]  # the streetlight

@@ -35,8 +35,8 @@ from test_firmware_mpy import (
     telemetry_problems,
 )
 
-from urbanpulse import hostboard
-from urbanpulse.fleet import DRIVER_SENSORS, HEAP
+from urbanpulse.devtools import hostboard
+from urbanpulse.devtools.fleet import DRIVER_SENSORS, HEAP
 
 boards = test_firmware_mpy.boards
 

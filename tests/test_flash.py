@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pty_board import PtyBoard
-from urbanpulse.flashing import (
+from urbanpulse.field.flashing import (
     FlashError,
     FlashPlan,
     boot_count_step,
@@ -26,7 +26,7 @@ from urbanpulse.flashing import (
     read_boot_count,
     verify,
 )
-from urbanpulse.provision import fingerprint
+from urbanpulse.field.provision import fingerprint
 
 PY = sys.executable
 

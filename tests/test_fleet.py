@@ -17,7 +17,7 @@ import test_firmware_mpy
 from test_firmware_mpy import Broker, Recorder, statuses, wait_until
 
 from urbanpulse.config import MqttSettings
-from urbanpulse.fleet import EXIT_DEEPSLEEP, EXIT_RESET, Fleet, board_config, plan_devices
+from urbanpulse.devtools.fleet import EXIT_DEEPSLEEP, EXIT_RESET, Fleet, board_config, plan_devices
 
 broker = test_firmware_mpy.broker
 

@@ -19,7 +19,7 @@ from gateway_harness import (
     wait_until,
 )
 from services import Services, free_port, influx_query
-from urbanpulse.vocabulary import MAX_PAYLOAD_BYTES
+from urbanpulse.contract.vocabulary import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.services
 

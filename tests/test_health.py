@@ -11,9 +11,9 @@ import pytest
 from gateway_harness import Publisher, rows, running_gateway, wait_until
 from ops_harness import device_ids, now_ms, ops_settings, write_registry
 from services import Services
-from urbanpulse.health import parse_health
-from urbanpulse.messages import MessageRejected, Reason
-from urbanpulse.vocabulary import HEALTH_FAULT_COUNT, HEALTH_FIELDS
+from urbanpulse.contract.messages import MessageRejected, Reason
+from urbanpulse.contract.vocabulary import HEALTH_FAULT_COUNT, HEALTH_FIELDS
+from urbanpulse.service.health import parse_health
 
 
 def test_bad_fields_are_rejected_one_by_one_and_the_rest_kept() -> None:

@@ -20,7 +20,7 @@ import urllib3
 from gateway_harness import REGISTRY_CSV, Publisher, gateway_settings, running_gateway, wait_until
 from services import Services, free_port
 from urbanpulse.config import InfluxSettings
-from urbanpulse.influx import V2Writer, WriteError
+from urbanpulse.influx.writer import V2Writer, WriteError
 
 pytestmark = pytest.mark.services
 

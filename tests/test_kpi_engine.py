@@ -21,10 +21,10 @@ import pytest
 
 from services import Services, free_port, influx_query, influx_write
 from urbanpulse.config import Settings, load_settings
+from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.kpi.engine import KpiEngine
 from urbanpulse.kpi.job import KpiJob
-from urbanpulse.lineprotocol import encode_point
-from urbanpulse.registry import Registry, load_registry
+from urbanpulse.registry.devices import Registry, load_registry
 
 AMS = ZoneInfo("Europe/Amsterdam")
 H = 3_600_000

@@ -318,7 +318,7 @@ def test_kpi_settings_validate_with_clear_errors(tmp_path: Path) -> None:
 
 
 def test_registry_threshold_cm_column_csv_and_toml(tmp_path: Path) -> None:
-    from urbanpulse.registry import RegistryError, load_registry
+    from urbanpulse.registry.devices import RegistryError, load_registry
 
     csv_path = tmp_path / "devices.csv"
     csv_path.write_text("device_id,kind,district,threshold_cm\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from urbanpulse.lineprotocol import LineProtocolError, encode_field_value, encode_point
+from urbanpulse.contract.lineprotocol import LineProtocolError, encode_field_value, encode_point
 
 
 def test_point_with_escaped_tags_sorted_and_typed_fields() -> None:

@@ -10,8 +10,8 @@ from rich.console import Console
 
 from services import Services, influx_write
 from urbanpulse.config import InfluxSettings
-from urbanpulse.influx import V1Writer
-from urbanpulse.live import collect, energetic_mean, render
+from urbanpulse.devtools.live import collect, energetic_mean, render
+from urbanpulse.influx.writer import V1Writer
 
 pytestmark = pytest.mark.services
 

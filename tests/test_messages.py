@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from urbanpulse.messages import MessageRejected, Reason, TelemetryValidator
-from urbanpulse.vocabulary import KIND_MEASUREMENTS, MAX_PAYLOAD_BYTES, VOCABULARY
+from urbanpulse.contract.messages import MessageRejected, Reason, TelemetryValidator
+from urbanpulse.contract.vocabulary import KIND_MEASUREMENTS, MAX_PAYLOAD_BYTES, VOCABULARY
 
 NOW = 1_763_700_000_000
 

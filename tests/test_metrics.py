@@ -11,7 +11,7 @@ import pytest
 from gateway_harness import Publisher, count_points, running_gateway, wait_until
 from ops_harness import device_ids, now_ms, ops_settings, telemetry, write_registry
 from services import Services, free_port
-from urbanpulse.metrics import scrape
+from urbanpulse.service.metrics import scrape
 
 
 def _status(*args: str) -> subprocess.CompletedProcess[str]:

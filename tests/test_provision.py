@@ -27,10 +27,10 @@ from pydantic import SecretStr
 
 from gateway_harness import count_points, gateway_settings, running_gateway, wait_until
 from services import Services, free_port
-from urbanpulse import hostboard
-from urbanpulse.firmware_bundle import find_tool, firmware_source
-from urbanpulse.provision import SENSORS, fingerprint
-from urbanpulse.vocabulary import KINDS
+from urbanpulse.contract.vocabulary import KINDS
+from urbanpulse.devtools import hostboard
+from urbanpulse.field.bundle import find_tool, firmware_source
+from urbanpulse.field.provision import SENSORS, fingerprint
 
 PY = sys.executable
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from urbanpulse.messages import Reason
-from urbanpulse.vocabulary import MEASUREMENTS, VOCABULARY
+from urbanpulse.contract.messages import Reason
+from urbanpulse.contract.vocabulary import MEASUREMENTS, VOCABULARY
 
 
 def test_readme_schema_lists_every_measurement_and_field(repo_root: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from urbanpulse.registry import (
+from urbanpulse.registry.devices import (
     Device,
     RegistryError,
     RegistryWatcher,

@@ -26,7 +26,7 @@ import pytest
 
 from gateway_harness import REGISTRY_CSV, Publisher, count_points, wait_until
 from services import Services
-from urbanpulse.sdnotify import Notifier
+from urbanpulse.service.sdnotify import Notifier
 
 WATCHDOG_S = 2.0  # the gateway pings every 1 s
 

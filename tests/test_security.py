@@ -23,7 +23,6 @@ import urllib3
 from gateway_harness import REGISTRY_CSV, Publisher, running_gateway, wait_until
 from services import NOT_INSTALLED, Services, free_ports, services_for
 from tls_certs import Pki, make_pki
-from urbanpulse import stack
 from urbanpulse.config import (
     ConfigError,
     InfluxSettings,
@@ -37,8 +36,9 @@ from urbanpulse.config import (
     StatsSettings,
     load_settings,
 )
-from urbanpulse.gateway import Gateway
-from urbanpulse.influx import V1Writer, WriteError
+from urbanpulse.devtools import stack
+from urbanpulse.influx.writer import V1Writer, WriteError
+from urbanpulse.service.gateway import Gateway
 
 pytestmark = pytest.mark.services
 

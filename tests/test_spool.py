@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from urbanpulse.spool import HEADER_BYTES, Spool, SpoolError, SpoolFull, encode_record
+from urbanpulse.service.spool import HEADER_BYTES, Spool, SpoolError, SpoolFull, encode_record
 
 
 def batch(n: int, size: int = 3) -> list[str]:
@@ -171,7 +171,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from urbanpulse.spool import Spool
+    from urbanpulse.service.spool import Spool
     spool = Spool(Path(sys.argv[1]), segment_bytes=4096, fsync=sys.argv[2])
     n = 0
     while True:

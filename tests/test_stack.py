@@ -32,7 +32,7 @@ from services import (
     start_services,
     stop_services,
 )
-from urbanpulse import stack
+from urbanpulse.devtools import stack
 
 pytestmark = pytest.mark.services
 

@@ -40,14 +40,14 @@ from services import (
     stop_service,
     stop_services,
 )
-from urbanpulse import stack
 from urbanpulse.config import BatchSettings, InfluxSettings, Settings, SpoolSettings
-from urbanpulse.deadletter import DeadLetterFile
-from urbanpulse.gateway import Gateway
-from urbanpulse.influx import V1Writer
-from urbanpulse.pipeline import AckToken, Batcher
-from urbanpulse.spool import Spool
-from urbanpulse.stats import Stats
+from urbanpulse.devtools import stack
+from urbanpulse.influx.deadletter import DeadLetterFile
+from urbanpulse.influx.writer import V1Writer
+from urbanpulse.service.gateway import Gateway
+from urbanpulse.service.pipeline import AckToken, Batcher
+from urbanpulse.service.spool import Spool
+from urbanpulse.service.stats import Stats
 
 NOISE = "city/noise-centre-01/telemetry"
 AIR = "city/air-north-01/telemetry"

@@ -20,11 +20,12 @@ from datetime import date
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from ..config import KpiSettings, Settings
-from ..influx import PointWriter, V1Writer, WriteError, make_writer
-from ..lineprotocol import FieldValue, encode_point
-from ..registry import Device, Registry
-from ..vocabulary import DEVICE_HEALTH_MEASUREMENT, KIND_MEASUREMENTS
+from urbanpulse.config import KpiSettings, Settings
+from urbanpulse.contract.lineprotocol import FieldValue, encode_point
+from urbanpulse.contract.vocabulary import DEVICE_HEALTH_MEASUREMENT, KIND_MEASUREMENTS
+from urbanpulse.influx.writer import PointWriter, V1Writer, WriteError, make_writer
+from urbanpulse.registry.devices import Device, Registry
+
 from . import aqi as aqi_
 from . import network, parking, streetlight, traffic, water
 from .noise import DayPeriods, energetic_mean, noise_day

@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..config import Settings
-from ..influx import PointWriter
-from ..registry import Registry
+from urbanpulse.config import Settings
+from urbanpulse.influx.writer import PointWriter
+from urbanpulse.registry.devices import Registry
+
 from .engine import KpiEngine, Reader, RunReport
 
 log = logging.getLogger("urbanpulse.kpi")

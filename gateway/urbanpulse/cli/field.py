@@ -16,7 +16,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _fail(message: str) -> Exception:
-    from .cli import CliError
+    from .main import CliError
 
     return CliError(message)
 
@@ -24,7 +24,7 @@ def _fail(message: str) -> Exception:
 def _settings_or_none(config: Path | None) -> Any:
     if config is None:
         return None
-    from .config import ConfigError, load_settings
+    from urbanpulse.config import ConfigError, load_settings
 
     try:
         return load_settings(config)
@@ -43,7 +43,7 @@ def _secret_from(file: Path | None, env: str) -> str | None:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from .provision import (
+    from urbanpulse.field.provision import (
         BoardRequest,
         ProvisionError,
         label,
@@ -148,7 +148,7 @@ def add_provision(sub: Any) -> None:
 
 # -- flash ---------------------------------------------------------------------------------
 def cmd_flash(args: argparse.Namespace) -> int:
-    from .flashing import (
+    from urbanpulse.field.flashing import (
         FlashError,
         FlashPlan,
         check_config,
@@ -205,8 +205,8 @@ def add_flash(sub: Any) -> None:
 
 # -- board check ---------------------------------------------------------------------------
 def cmd_board_check(args: argparse.Namespace) -> int:
-    from .boardcheck import BoardCheckError, check_board, format_report
-    from .config import ConfigError, load_settings
+    from urbanpulse.config import ConfigError, load_settings
+    from urbanpulse.field.boardcheck import BoardCheckError, check_board, format_report
 
     try:
         settings = load_settings(args.config)

@@ -14,10 +14,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .dashboards.headline import HEADLINES
-from .dashboards.interpolation import interpolate
-from .kpi.noise import energetic_mean as energetic_mean  # Leq; re-exported
-from .vocabulary import GATEWAY_STATS_MEASUREMENT, KIND_MEASUREMENTS
+from urbanpulse.contract.vocabulary import GATEWAY_STATS_MEASUREMENT, KIND_MEASUREMENTS
+from urbanpulse.dashboards.headline import HEADLINES
+from urbanpulse.dashboards.interpolation import interpolate
+from urbanpulse.kpi.noise import energetic_mean as energetic_mean  # Leq; re-exported
 
 
 class Queryable(Protocol):

@@ -18,12 +18,13 @@ from pathlib import Path
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from urbanpulse.config import InfluxSettings, load_settings
+from urbanpulse.influx.writer import V1Writer, WriteError
+from urbanpulse.registry.devices import merge_devices
+
 from . import stack
-from .config import InfluxSettings, load_settings
 from .fleet import Fleet, FleetError, board_config, plan_devices
-from .influx import V1Writer, WriteError
 from .live import collect, render
-from .registry import merge_devices
 
 DISTRICTS = ("north", "centre", "south")
 

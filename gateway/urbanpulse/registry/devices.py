@@ -26,8 +26,8 @@ from typing import Annotated, Any
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .lineprotocol import check_tag_text, encode_tags
-from .vocabulary import DEVICE_ID_PATTERN, KINDS
+from urbanpulse.contract.lineprotocol import check_tag_text, encode_tags
+from urbanpulse.contract.vocabulary import DEVICE_ID_PATTERN, KINDS
 
 COLUMNS = ("device_id", "kind", "district", "site", "lat", "lon", "interval_s", "threshold_cm")
 DEFAULT_INTERVAL_S = 60.0

@@ -22,17 +22,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from .config import MqttSettings, Settings
-from .influx import V1Writer, WriteError
-from .mqtt_auth import apply_credentials
-from .registry import Device, RegistryError, load_registry
-from .vocabulary import (
+from urbanpulse.broker.credentials import apply_credentials
+from urbanpulse.config import MqttSettings, Settings
+from urbanpulse.contract.vocabulary import (
     DEVICE_HEALTH_MEASUREMENT,
     DEVICE_STATUS_MEASUREMENT,
     HEALTH_FIELDS,
     KIND_MEASUREMENTS,
     MEASUREMENTS,
 )
+from urbanpulse.influx.writer import V1Writer, WriteError
+from urbanpulse.registry.devices import Device, RegistryError, load_registry
 
 TAGS = ("device_id", "district", "kind", "site")
 # Mosquitto sends retained messages right after the SUBACK; this covers the round trip.

@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import IO
 
-from .firmware_bundle import HOST_STANDINS
+from urbanpulse.field.bundle import HOST_STANDINS
 
 # In a host board's folder: a link to the bundle, so that module paths are as short as on a
 # board (each module's path is interned for good; a temporary folder's long one costs heap).

@@ -24,17 +24,18 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 
-from .deadletter import DeadLetterFile, influx_reason, split_refused
+from urbanpulse.contract.lineprotocol import encode_field_value, escape_key
+from urbanpulse.contract.messages import MessageRejected, Telemetry, TelemetryValidator
+from urbanpulse.contract.vocabulary import VOCABULARY
+from urbanpulse.influx.deadletter import DeadLetterFile, influx_reason, split_refused
+from urbanpulse.influx.writer import PointWriter, WriteError
+from urbanpulse.registry.devices import RegisteredDevice, Registry
+
+from .channels import DeviceChannel
 from .dedup import RecentMessages
-from .device_topics import DeviceChannel
-from .influx import PointWriter, WriteError
-from .lineprotocol import encode_field_value, escape_key
 from .logs import RateLimitedLog
-from .messages import MessageRejected, Telemetry, TelemetryValidator
-from .registry import RegisteredDevice, Registry
 from .spool import Spool, SpoolDepth, SpoolError, SpoolFull, SpoolRecord
 from .stats import Stats
-from .vocabulary import VOCABULARY
 
 log = logging.getLogger("urbanpulse.pipeline")
 

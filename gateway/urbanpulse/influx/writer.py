@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import urllib3
 
-from .config import InfluxSettings
+from urbanpulse.config import InfluxSettings
 
 
 class WriteError(Exception):

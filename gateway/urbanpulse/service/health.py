@@ -21,17 +21,24 @@ from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, TypeAdapter, ValidationError
 
-from .device_topics import DeviceChannel
-from .lineprotocol import encode_fields
-from .messages import MessageRejected, Reason, Rejection, json_object, timestamp_rejection
-from .registry import RegisteredDevice
-from .vocabulary import (
+from urbanpulse.contract.lineprotocol import encode_fields
+from urbanpulse.contract.messages import (
+    MessageRejected,
+    Reason,
+    Rejection,
+    json_object,
+    timestamp_rejection,
+)
+from urbanpulse.contract.vocabulary import (
     DEVICE_HEALTH_MEASUREMENT,
     HEALTH_FAULT_COUNT,
     HEALTH_FIELDS,
     RESET_CAUSES,
     HealthField,
 )
+from urbanpulse.registry.devices import RegisteredDevice
+
+from .channels import DeviceChannel
 
 
 @dataclass

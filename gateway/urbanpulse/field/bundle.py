@@ -24,7 +24,7 @@ class BundleError(RuntimeError):
 
 def firmware_source() -> Path:
     """The firmware sources in this checkout."""
-    path = Path(__file__).resolve().parents[2] / "firmware"
+    path = Path(__file__).resolve().parents[3] / "firmware"
     if not (path / "main.py").exists():
         raise BundleError(f"firmware not found at {path}: run from a checkout of UrbanPulse")
     return path

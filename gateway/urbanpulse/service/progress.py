@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .influx import PointWriter
+from urbanpulse.influx.writer import PointWriter
 
 # Seconds; the upper bounds of the write latency histogram's buckets.
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -12,11 +12,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from . import __version__
+from urbanpulse import __version__
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
-    from .config import Settings
-    from .stack import StackSettings
+    from urbanpulse.config import Settings
+    from urbanpulse.devtools.stack import StackSettings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -27,7 +27,7 @@ class CliError(Exception):
 
 # -- stack ---------------------------------------------------------------------------------
 def _stack_settings(args: argparse.Namespace) -> StackSettings:
-    from .stack import StackSettings
+    from urbanpulse.devtools.stack import StackSettings
 
     return StackSettings(
         state_dir=args.state_dir,
@@ -38,7 +38,7 @@ def _stack_settings(args: argparse.Namespace) -> StackSettings:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from . import stack
+    from urbanpulse.devtools import stack
 
     settings = _stack_settings(args)
     try:
@@ -58,7 +58,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 # -- gateway -------------------------------------------------------------------------------
 def _settings(args: argparse.Namespace) -> Settings:
-    from .config import ConfigError, load_settings
+    from urbanpulse.config import ConfigError, load_settings
 
     try:
         return load_settings(args.config)
@@ -67,10 +67,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_gateway_run(args: argparse.Namespace) -> int:
-    from .gateway import Gateway
-    from .logs import setup_logging
-    from .registry import RegistryError
-    from .spool import SpoolError
+    from urbanpulse.registry.devices import RegistryError
+    from urbanpulse.service.gateway import Gateway
+    from urbanpulse.service.logs import setup_logging
+    from urbanpulse.service.spool import SpoolError
 
     settings = _settings(args)
     setup_logging(settings.log.level)
@@ -91,7 +91,7 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway_status(args: argparse.Namespace) -> int:
-    from .metrics import MetricsUnreachable, scrape, summary
+    from urbanpulse.service.metrics import MetricsUnreachable, scrape, summary
 
     url: str | None = args.url
     if url is None:
@@ -111,7 +111,7 @@ def cmd_gateway_status(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from .registry import RegistryError, load_registry
+    from urbanpulse.registry.devices import RegistryError, load_registry
 
     settings = _settings(args)
     try:
@@ -125,7 +125,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 # -- registry ------------------------------------------------------------------------------
 def cmd_registry_check(args: argparse.Namespace) -> int:
-    from .registry import RegistryError, load_registry
+    from urbanpulse.registry.devices import RegistryError, load_registry
 
     try:
         registry = load_registry(args.file)
@@ -140,7 +140,7 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_import(args: argparse.Namespace) -> int:
-    from .registry import RegistryError, import_devices
+    from urbanpulse.registry.devices import RegistryError, import_devices
 
     target: Path = args.into
     if target is None:
@@ -155,14 +155,14 @@ def cmd_registry_import(args: argparse.Namespace) -> int:
 
 # -- fleet and demo ------------------------------------------------------------------------
 def cmd_fleet_run(args: argparse.Namespace) -> int:
-    from .fleet import run_fleet_command
+    from urbanpulse.devtools.fleet import run_fleet_command
 
     result: int = run_fleet_command(args)
     return result
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from urbanpulse.devtools.demo import run_demo
 
     result: int = run_demo(args)
     return result
@@ -170,9 +170,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- kpi -----------------------------------------------------------------------------------
 def cmd_kpi_run(args: argparse.Namespace) -> int:
-    from .kpi.job import KpiJob
-    from .logs import setup_logging
-    from .registry import RegistryError, RegistryWatcher
+    from urbanpulse.kpi.job import KpiJob
+    from urbanpulse.registry.devices import RegistryError, RegistryWatcher
+    from urbanpulse.service.logs import setup_logging
 
     settings = _settings(args)
     setup_logging(settings.log.level)
@@ -294,12 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     # Grafana dashboards as code: build [--check], push (dashboards/cli.py).
-    from .dashboards.cli import add_dashboard_commands
+    from .dashboards import add_dashboard_commands
 
     add_dashboard_commands(sub)
 
     # The field technician's tools: provision, flash, board check (fieldcli.py).
-    from .fieldcli import add_field_commands
+    from .field import add_field_commands
 
     add_field_commands(sub)
     return parser

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from urbanpulse.contract.messages import MessageRejected, Reason, Rejection
+from urbanpulse.contract.vocabulary import DEVICE_ID_RE
+from urbanpulse.registry.devices import RegisteredDevice, Registry
+
 from .logs import RateLimitedLog
-from .messages import MessageRejected, Reason, Rejection
-from .registry import RegisteredDevice, Registry
 from .stats import Stats
-from .vocabulary import DEVICE_ID_RE
 
 
 def topic_levels(topic: str, prefix: str) -> list[str]:

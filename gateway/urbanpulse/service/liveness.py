@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 import pydantic_core
 
-from .device_topics import DeviceChannel
-from .lineprotocol import encode_fields
-from .messages import MessageRejected, Reason
-from .registry import RegisteredDevice, Registry
-from .vocabulary import DEVICE_STATUS_MEASUREMENT, LIVENESS_STATES
+from urbanpulse.contract.lineprotocol import encode_fields
+from urbanpulse.contract.messages import MessageRejected, Reason
+from urbanpulse.contract.vocabulary import DEVICE_STATUS_MEASUREMENT, LIVENESS_STATES
+from urbanpulse.registry.devices import RegisteredDevice, Registry
+
+from .channels import DeviceChannel
 
 log = logging.getLogger("urbanpulse.liveness")
 

@@ -6,7 +6,7 @@ import ssl
 
 import paho.mqtt.client as mqtt
 
-from .config import MqttSettings
+from urbanpulse.config import MqttSettings
 
 
 def apply_credentials(client: mqtt.Client, settings: MqttSettings) -> None:

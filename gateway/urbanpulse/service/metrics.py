@@ -23,7 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .messages import Reason
+from urbanpulse.contract.messages import Reason
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .firmware_bundle import ENTRY_FILES, PACKAGE, BundleError, build_bundle, firmware_source
+from .bundle import ENTRY_FILES, PACKAGE, BundleError, build_bundle, firmware_source
 from .provision import ProvisionError, fingerprint, validate_with_firmware
 
 ESP_IMAGE_MAGIC = 0xE9  # first byte of an ESP32 bootloader / app image

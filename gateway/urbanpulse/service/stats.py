@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .messages import Reason
+from urbanpulse.contract.messages import Reason
 
 
 @dataclass

@@ -12,8 +12,9 @@ from typing import Any
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from .build import differences, write
+    from urbanpulse.dashboards.build import differences, write
+
+    from .main import CliError
 
     root: Path = args.root
     if not (root / "dashboards").is_dir():
@@ -33,7 +34,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _read_token(path: Path) -> str:
-    from ..cli import CliError
+    from .main import CliError
 
     try:
         token = path.read_text(encoding="utf-8").strip()
@@ -45,8 +46,9 @@ def _read_token(path: Path) -> str:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from .push import PushError, PushSettings, push
+    from urbanpulse.dashboards.push import PushError, PushSettings, push
+
+    from .main import CliError
 
     token = _read_token(args.token_file)
     settings = PushSettings(

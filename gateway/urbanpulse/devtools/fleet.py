@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from urbanpulse.config import ConfigError, MqttSettings, load_settings
+from urbanpulse.contract.vocabulary import KINDS
+from urbanpulse.field.bundle import BundleError, build_bundle, find_tool
+from urbanpulse.registry.devices import Device, merge_devices
+
 from . import hostboard
-from .config import ConfigError, MqttSettings, load_settings
-from .firmware_bundle import BundleError, build_bundle, find_tool
-from .registry import Device, merge_devices
-from .vocabulary import KINDS
 
 log = logging.getLogger("urbanpulse.fleet")
 
@@ -294,7 +295,7 @@ class Fleet:
 
 
 def run_fleet_command(args: argparse.Namespace) -> int:
-    from .logs import setup_logging
+    from urbanpulse.service.logs import setup_logging
 
     setup_logging("INFO")
     try:

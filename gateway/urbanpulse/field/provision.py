@@ -27,8 +27,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .firmware_bundle import BundleError, find_tool, firmware_source
-from .registry import Device, RegistryError, load_registry, merge_devices
+from urbanpulse.registry.devices import Device, RegistryError, load_registry, merge_devices
+
+from .bundle import BundleError, find_tool, firmware_source
 
 # The standard wiring of each kind (firmware/README.md, "Sensors and wiring"): config.json's
 # "sensors" list. A board wired otherwise (or with an SCD41 for CO2) gets --sensors FILE.

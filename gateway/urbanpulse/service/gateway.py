@@ -27,27 +27,28 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from .config import Settings
-from .deadletter import DeadLetterFile
+from urbanpulse.broker.credentials import apply_credentials
+from urbanpulse.config import Settings
+from urbanpulse.contract.lineprotocol import encode_point
+from urbanpulse.contract.messages import Telemetry, TelemetryValidator
+from urbanpulse.contract.vocabulary import DEVICE_INFO_MEASUREMENT, GATEWAY_STATS_MEASUREMENT
+from urbanpulse.influx.deadletter import DeadLetterFile
+from urbanpulse.influx.writer import PointWriter, WriteError, make_writer
+from urbanpulse.kpi.job import KpiJob
+from urbanpulse.kpi.windows import hour_start
+from urbanpulse.registry.devices import Registry, RegistryError, RegistryWatcher
+
+from .channels import DeviceChannel, topic_channel
 from .dedup import RecentMessages
-from .device_topics import DeviceChannel, topic_channel
 from .health import HealthHandler
-from .influx import PointWriter, WriteError, make_writer
-from .kpi.job import KpiJob
-from .kpi.windows import hour_start
-from .lineprotocol import encode_point
 from .liveness import Liveness, StatusHandler
 from .logs import RateLimitedLog
-from .messages import Telemetry, TelemetryValidator
 from .metrics import MetricsServer, start_metrics
-from .mqtt_auth import apply_credentials
 from .pipeline import AckToken, Batcher, MessageHandler
 from .progress import ObservedWriter
-from .registry import Registry, RegistryError, RegistryWatcher
 from .sdnotify import Notifier
 from .spool import Spool
 from .stats import Stats
-from .vocabulary import DEVICE_INFO_MEASUREMENT, GATEWAY_STATS_MEASUREMENT
 
 log = logging.getLogger("urbanpulse.gateway")
 mqtt_log = logging.getLogger("urbanpulse.mqtt")
