@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from services import influx_query, influx_write, start_services, stop_services
+
 from urbanpulse.config import Settings
 from urbanpulse.contract.lineprotocol import FieldValue, encode_point
 from urbanpulse.kpi.engine import KpiEngine

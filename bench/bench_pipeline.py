@@ -16,8 +16,8 @@ from collections.abc import Callable
 from urbanpulse.contract.messages import TelemetryValidator
 from urbanpulse.registry.devices import Device, Registry
 from urbanpulse.service.logs import RateLimitedLog
-from urbanpulse.service.pipeline import MessageHandler
 from urbanpulse.service.stats import Stats
+from urbanpulse.service.telemetry import MessageHandler
 
 
 def rate(work: Callable[[], object], seconds: float = 1.5) -> float:

@@ -13,13 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from services import (
+from support.paths import REPO
+from support.services import (
     Services,
     clear_retained,
     influx_drop_and_create,
     start_services,
     stop_services,
 )
+
+# Host boards and their private broker, for every folder of tests that runs firmware.
+pytest_plugins = ("support.hostboards",)
 
 _ids = itertools.count()
 
@@ -49,4 +53,4 @@ def client_id() -> str:
 
 @pytest.fixture
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[1]
+    return REPO

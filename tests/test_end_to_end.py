@@ -18,10 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway_harness import gateway_settings, rows, running_gateway, wait_until
-from services import Services, free_port
+from support.gateway_harness import gateway_settings, rows, running_gateway, wait_until
+from support.services import Services, free_port
 from urbanpulse.contract.vocabulary import KINDS, VOCABULARY
-from urbanpulse.devtools.fleet import Fleet, board_config, plan_devices
+from urbanpulse.devtools.fleet import Fleet, host_board_config, plan_devices
 from urbanpulse.registry.devices import load_registry, merge_devices
 
 pytestmark = pytest.mark.services
@@ -65,7 +65,7 @@ def test_every_sample_the_boards_publish_is_stored_once(
     fleet = Fleet(tmp_path / "boards")
     messages_per_board = 6
     for device in devices:
-        fleet.add(device, board_config(device, settings.mqtt, 0.1, 0.3,
+        fleet.add(device, host_board_config(device, settings.mqtt, 0.1, 0.3,
                                        max_messages=messages_per_board))
     try:
         with running_gateway(settings):

@@ -1,0 +1,1 @@
+"""How UrbanPulse's own clients connect to the MQTT broker (credentials, TLS)."""

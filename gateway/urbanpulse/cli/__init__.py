@@ -1,0 +1,1 @@
+"""The ``urbanpulse`` command; each command imports what it needs when it runs."""

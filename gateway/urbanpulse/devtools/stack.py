@@ -39,6 +39,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from urbanpulse.influx import influxql
+
 MOSQUITTO = "mosquitto"
 INFLUXDB = "influxdb"
 
@@ -732,20 +734,14 @@ def _create_database(settings: StackSettings, deadline: float) -> None:
         # Allowed without credentials while no user exists; later starts find it there.
         error = _influx_admin_query(
             settings,
-            f"CREATE USER {_influx_ident(user)} WITH PASSWORD {_influx_string(password)} "
+            f"CREATE USER {influxql.ident(user)} WITH PASSWORD {influxql.string(password)} "
             "WITH ALL PRIVILEGES",
             deadline,
         )
         if error is not None and "already exists" not in error:
             raise StackError(f"cannot create the InfluxDB admin user {user!r}: {error}")
-    error = _influx_admin_query(settings, f"CREATE DATABASE {_influx_ident(name)}", deadline)
+    error = _influx_admin_query(settings, f"CREATE DATABASE {influxql.ident(name)}", deadline)
     if error is not None:
         raise StackError(f"cannot create database {name!r}: {error}")
 
 
-def _influx_ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _influx_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

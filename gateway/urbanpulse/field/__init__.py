@@ -1,0 +1,1 @@
+"""The field technician's tools: the firmware bundle, provisioning, flashing, board check."""

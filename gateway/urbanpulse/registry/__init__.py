@@ -1,0 +1,1 @@
+"""The device registry: which boards exist, their tags and settings, loaded and watched."""

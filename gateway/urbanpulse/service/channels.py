@@ -63,19 +63,14 @@ class DeviceChannel:
         return device
 
     def count_received(self) -> None:
-        with self._stats.lock:
-            self._stats.received += 1
+        self._stats.received()
 
     def count_accepted(self) -> None:
-        with self._stats.lock:
-            self._stats.accepted += 1
+        self._stats.accepted()
 
     def reject(self, rejection: Rejection, topic: str, *, what: str | None = None) -> None:
         """Count and log; ``what`` None = the whole message, else the part (a field)."""
-        with self._stats.lock:
-            stats = self._stats
-            counter = stats.rejected_messages if what is None else stats.rejected_samples
-            counter[rejection.reason.value] += 1
+        self._stats.rejected(rejection.reason, whole=what is None)
         levels = topic_levels(topic, self._prefix)
         device = levels[0] if levels and DEVICE_ID_RE.match(levels[0]) else "?"
         self._rejection_log.log(

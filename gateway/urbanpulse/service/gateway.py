@@ -19,15 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
-from urbanpulse.broker.credentials import apply_credentials
 from urbanpulse.config import Settings
 from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.contract.messages import Telemetry, TelemetryValidator
@@ -38,20 +30,22 @@ from urbanpulse.kpi.job import KpiJob
 from urbanpulse.kpi.windows import hour_start
 from urbanpulse.registry.devices import Registry, RegistryError, RegistryWatcher
 
+from .batcher import AckToken, Batcher
 from .channels import DeviceChannel, topic_channel
 from .dedup import RecentMessages
 from .health import HealthHandler
 from .liveness import Liveness, StatusHandler
 from .logs import RateLimitedLog
 from .metrics import MetricsServer, start_metrics
-from .pipeline import AckToken, Batcher, MessageHandler
 from .progress import ObservedWriter
 from .sdnotify import Notifier
+from .session import BrokerSession
 from .spool import Spool
 from .stats import Stats
+from .status import GatewayStatus
+from .telemetry import MessageHandler
 
 log = logging.getLogger("urbanpulse.gateway")
-mqtt_log = logging.getLogger("urbanpulse.mqtt")
 
 # How often silent devices are checked for their liveness timeout.
 LIVENESS_TICK_S = 1.0
@@ -103,7 +97,8 @@ class Gateway:
         self.kpi = KpiJob(settings, registry, backlog=self._store_backlog)
         self.batcher = Batcher(
             self.writer,
-            self._ack,
+            # The session is made below; the batcher acks only once started.
+            lambda tokens: self.session.ack(tokens),
             self.stats,
             max_points=settings.batch.max_points,
             max_delay_s=settings.batch.max_delay_s,
@@ -132,7 +127,6 @@ class Gateway:
         self.topic = f"{shared}{prefix}/+/telemetry"
         # The telemetry subscription comes first: the gateway is ready once it is granted.
         self.topics = [self.topic, f"{shared}{prefix}/+/health", f"{prefix}/+/status"]
-        self.connected = threading.Event()
         self._ready_sent = False
         self._started = time.monotonic()
         self._metrics: MetricsServer | None = None
@@ -141,109 +135,33 @@ class Gateway:
         self._device_info_due = False
         self._stop = threading.Event()
         self._accepting = True
-        # Packet ids belong to one connection; an ack must never reach a later one.
-        self._generation = 0
-        self._ack_lock = threading.Lock()
-        self._client = self._make_client()
-
-    # -- MQTT ------------------------------------------------------------------------------
-    def _make_client(self) -> mqtt.Client:
-        m = self.settings.mqtt
-        v5 = m.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=m.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else m.clean_start,
-            manual_ack=True,
+        self.session = BrokerSession(
+            settings.mqtt, self.topics, self._on_message, self._ready, self._connection_lost
         )
-        apply_credentials(client, m)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        return client
+        self.connected = self.session.connected
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            mqtt_log.error("broker refused the connection: %s", reason)
-            return
-        with self._ack_lock:
-            self._generation += 1
-        mqtt_log.info(
-            "connected to %s:%d session_present=%s",
-            self.settings.mqtt.host,
-            self.settings.mqtt.port,
-            flags.session_present,
-        )
-        # Subscribing again is harmless when the session kept the subscription.
-        client.subscribe([(topic, 1) for topic in self.topics])
-        if flags.session_present:
-            # The session holds the subscription already, and the broker sends its queued
-            # messages before the SUBACK: with a big backlog that takes a long while, which
-            # must not count as "not ready" (systemd would time out the start).
-            self._ready()
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        for topic, rc in zip(self.topics, reason_codes, strict=False):
-            if rc.is_failure:
-                mqtt_log.error("broker refused the subscription to %s: %s", topic, rc)
-        if not reason_codes or reason_codes[0].is_failure:
-            return  # no telemetry: not ready (health and status alone are not the service)
-        # Ready only now (on a new session): before the SUBACK it would miss messages. The
-        # store was checked in start(), before the connection.
-        self._ready()
-
+    # -- from the broker session (paho's thread) ----------------------------------------------
     def _ready(self) -> None:
-        if self.connected.is_set():
-            return
-        self.connected.set()
         if not self._ready_sent:
             self._ready_sent = True
-            self.notifier.ready(self._status_text())
+            self.notifier.ready(self.snapshot().line())
         else:
-            self.notifier.status(self._status_text())
+            self.notifier.status(self.snapshot().line())
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self.connected.clear()
-        if not self._stop.is_set():
-            mqtt_log.warning("disconnected from broker (%s), reconnecting", reason)
-            self.notifier.status(f"broker connection lost ({reason}), reconnecting")
+    def _connection_lost(self, reason: str) -> None:
+        self.notifier.status(f"broker connection lost ({reason}), reconnecting")
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes, token: AckToken | None) -> None:
         if not self._accepting:
             # Shutting down: leave it unacknowledged; the broker delivers it again.
             return
         try:
-            lines = self._handle(msg.topic, bytes(msg.payload))
+            lines = self._handle(topic, payload)
         except Exception:
             # A bug must not stop the pipeline: the message stays unacknowledged.
-            log.exception("unexpected error handling a message on %s", msg.topic)
+            log.exception("unexpected error handling a message on %s", topic)
             return
-        token: AckToken = (self._generation, msg.mid, msg.qos)
-        self.batcher.add(lines, token if msg.qos > 0 else None)
+        self.batcher.add(lines, token)
 
     def _handle(self, topic: str, payload: bytes) -> list[str]:
         """The points a message yields (telemetry, health, or liveness changes)."""
@@ -276,15 +194,8 @@ class Gateway:
         if t_min < hour_start(_now_ms()):  # older than the current UTC hour
             self.kpi.note_samples(device_id, t_min, max(sample.t for sample in message.samples))
 
-    def _ack(self, tokens: list[AckToken]) -> None:
-        with self._ack_lock:
-            for generation, mid, qos in tokens:
-                if generation == self._generation:
-                    self._client.ack(mid, qos)
-
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        m = self.settings.mqtt
         try:
             self.writer.ensure_database()
         except WriteError as exc:
@@ -294,7 +205,9 @@ class Gateway:
         self.batcher.start()
         self.kpi.start()
         self._started = time.monotonic()
-        self._metrics = start_metrics(self, self.settings.metrics.host, self.settings.metrics.port)
+        self._metrics = start_metrics(
+            self.snapshot, self.settings.metrics.host, self.settings.metrics.port
+        )
         period = self.notifier.watchdog_period_s
         if period is not None and self.settings.influx.timeout_s >= period:
             log.warning(
@@ -303,19 +216,7 @@ class Gateway:
                 self.settings.influx.timeout_s,
                 period,
             )
-        properties = None
-        if m.protocol == "5":
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = 0 if m.clean_start else m.session_expiry_s
-            properties.ReceiveMaximum = m.receive_maximum
-        self._client.connect_async(
-            m.host,
-            m.port,
-            keepalive=m.keepalive_s,
-            clean_start=m.clean_start if m.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
-        )
-        self._client.loop_start()
+        self.session.start()
         log.info(
             "gateway started: topics=%s influx=%s api=%s registry=%s devices=%d",
             ",".join(self.topics),
@@ -337,9 +238,9 @@ class Gateway:
                 self._reload_registry()
             if now >= next_stats:
                 next_stats = now + self.settings.stats.interval_s
-                self._add_housekeeping([self._stats_point(now - self._started)])
+                self._add_housekeeping([self._stats_point()])
                 if self._stuck_reason is None:
-                    self.notifier.status(self._status_text())
+                    self.notifier.status(self.snapshot().line())
             if now >= next_tick:
                 next_tick = now + LIVENESS_TICK_S
                 self._add_housekeeping(self.liveness.tick())
@@ -381,8 +282,7 @@ class Gateway:
         if limit is not None and busy > limit:
             return f"an InfluxDB write has been running for {busy:.0f} s (watchdog {limit:g} s)"
         # The batcher's own thread: if it died, nothing is written or acknowledged any more.
-        thread = self.batcher._thread
-        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+        if self.batcher.thread_died and not self._stop.is_set():
             return "the batcher thread has stopped"
         idle = self.writer.idle_for()
         if limit is not None and idle > max(limit, IDLE_WITH_WORK_LIMIT_S):
@@ -391,20 +291,17 @@ class Gateway:
                 return f"{waiting} points wait, but no InfluxDB write for {idle:.0f} s"
         return None
 
-    @property
-    def uptime_s(self) -> float:
-        return time.monotonic() - self._started
-
-    def _status_text(self) -> str:
-        """One line for `systemctl status`."""
-        states = self.liveness.states()
-        online = sum(1 for s in states.values() if s == "online")
-        snap = self.stats.snapshot()
-        spool = self.batcher.spool_status()["spool_points"]
-        broker = "connected" if self.connected.is_set() else "broker unreachable"
-        return (
-            f"{broker}; {online}/{len(states)} devices online; {snap['stored_points']} points "
-            f"stored, {self.batcher.pending_points} pending, {spool} spooled"
+    def snapshot(self) -> GatewayStatus:
+        return GatewayStatus(
+            counters=self.stats.snapshot(),
+            pending_points=self.batcher.pending_points,
+            spool=self.batcher.spool_status(),
+            connected=self.connected.is_set(),
+            uptime_s=time.monotonic() - self._started,
+            write_in_flight_s=self.writer.busy_for(),
+            write_latency=self.writer.latency(),
+            devices=tuple(self.registry_watcher.registry.devices),
+            states=self.liveness.states(),
         )
 
     def request_stop(self) -> None:
@@ -426,8 +323,7 @@ class Gateway:
         flushed = self.batcher.stop(timeout_s)
         if not flushed:
             log.warning("could not store pending points in time; the broker will redeliver")
-        self._client.disconnect()
-        self._client.loop_stop()
+        self.session.stop()
         self.writer.close()
         if self._metrics is not None:
             self._metrics.close()
@@ -449,14 +345,12 @@ class Gateway:
                 device_info_points(self.registry_watcher.registry, _now_ms())
             )
 
-    def _stats_point(self, uptime_s: float) -> str:
-        fields: dict[str, int | float | bool | str] = dict(self.stats.snapshot())
-        fields["pending_points"] = self.batcher.pending_points
-        fields.update(self.batcher.spool_status())
-        fields["uptime_s"] = round(uptime_s, 1)
-        fields["mqtt_connected"] = self.connected.is_set()
+    def _stats_point(self) -> str:
         return encode_point(
-            GATEWAY_STATS_MEASUREMENT, {"gateway": self.settings.mqtt.client_id}, fields, _now_ms()
+            GATEWAY_STATS_MEASUREMENT,
+            {"gateway": self.settings.mqtt.client_id},
+            self.snapshot().stats_fields(),
+            _now_ms(),
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,56 +25,34 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from urbanpulse.contract.messages import Reason
 
+from .stats import COUNTERS, REJECTION_TOTALS
+from .status import GatewayStatus
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from .gateway import Gateway
 
 log = logging.getLogger("urbanpulse.metrics")
 
 PREFIX = "urbanpulse"
 
-# Stats.snapshot() counters: (key, metric name without _total, help).
-COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("received", "messages_received", "MQTT messages received (telemetry, health, status)"),
-    ("accepted", "messages_accepted", "messages that passed the envelope checks"),
-    ("duplicates", "messages_duplicate", "redelivered messages recognised and not stored again"),
-    ("rejected_messages", "messages_rejected", "messages rejected whole"),
-    ("rejected_samples", "samples_rejected", "samples (health: fields) rejected"),
-    ("stored_points", "points_stored", "points InfluxDB stored"),
-    ("refused_points", "points_refused", "points InfluxDB refused for good"),
-    ("spooled_points", "points_spooled", "points written to the disk spool"),
-    ("replayed_points", "points_replayed", "spooled points later stored in InfluxDB"),
-    ("dead_letter_points", "points_dead_letter", "refused points set aside (dead-letter file)"),
-    ("write_errors", "write_errors", "failed InfluxDB write attempts"),
-    ("writes", "writes", "InfluxDB write attempts"),
-)
-_REJECTED = {f"rejected_{r.value}" for r in Reason}
-_KNOWN = {key for key, _, _ in COUNTERS} | _REJECTED | {"write_seconds_total"}
-
-
 class GatewayCollector(Collector):
-    def __init__(self, gateway: Gateway) -> None:
-        self._gw = gateway
+    def __init__(self, status: Callable[[], GatewayStatus]) -> None:
+        self._status = status
 
     def collect(self) -> Iterable[Metric]:
-        gw = self._gw
-        snap = gw.stats.snapshot()
-        for key, name, text in COUNTERS:
-            if key in snap:
-                yield CounterMetricFamily(f"{PREFIX}_{name}", text, value=snap[key])
+        status = self._status()
+        snap = status.counters
+        for spec in (*COUNTERS, *REJECTION_TOTALS):
+            yield CounterMetricFamily(f"{PREFIX}_{spec.metric}", spec.help, value=snap[spec.key])
         rejected = CounterMetricFamily(
             f"{PREFIX}_rejected", "rejections by reason (messages and samples)", labels=["reason"]
         )
         for reason in Reason:
             rejected.add_metric([reason.value], snap.get(f"rejected_{reason.value}", 0))
         yield rejected
-        # Counters the pipeline may add later still show up, under their own name.
-        for key, value in snap.items():
-            if key not in _KNOWN:
-                yield GaugeMetricFamily(f"{PREFIX}_stats_{key}", f"Stats.{key}", value=value)
 
-        latency = gw.writer.latency()
+        latency = status.write_latency
         yield HistogramMetricFamily(
             f"{PREFIX}_write_duration_seconds",
             "duration of successful InfluxDB writes",
@@ -84,29 +62,27 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_write_in_flight_seconds",
             "how long the InfluxDB write in progress has been running (0: none)",
-            value=gw.writer.busy_for(),
+            value=status.write_in_flight_s,
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_pending_points",
             "points waiting to be written",
-            value=gw.batcher.pending_points,
+            value=status.pending_points,
         )
-        spool = gw.batcher.spool_status()
-        for key, value in spool.items():
+        for key, value in status.spool.items():
             name = key.replace("_age_s", "_age_seconds")
             yield GaugeMetricFamily(f"{PREFIX}_{name}", f"spool: {key}", value=value)
         yield GaugeMetricFamily(
             f"{PREFIX}_mqtt_connected",
             "1 while connected and subscribed to the broker",
-            value=1 if gw.connected.is_set() else 0,
+            value=1 if status.connected else 0,
         )
-        yield GaugeMetricFamily(f"{PREFIX}_uptime_seconds", "since start", value=gw.uptime_s)
+        yield GaugeMetricFamily(f"{PREFIX}_uptime_seconds", "since start", value=status.uptime_s)
 
-        registry = gw.registry_watcher.registry
         yield GaugeMetricFamily(
-            f"{PREFIX}_registry_devices", "devices in the registry", value=len(registry)
+            f"{PREFIX}_registry_devices", "devices in the registry", value=len(status.devices)
         )
-        states = gw.liveness.states()
+        states = status.states
         by_state = GaugeMetricFamily(
             f"{PREFIX}_devices", "registered devices by liveness state", labels=["state"]
         )
@@ -119,7 +95,7 @@ class GatewayCollector(Collector):
             "1 online, 0 offline, per device (undecided devices are left out)",
             labels=["device_id", "district", "kind"],
         )
-        for device in registry.devices:
+        for device in status.devices:
             decided = states.get(device.device_id)
             if decided is not None:
                 online.add_metric(
@@ -148,13 +124,15 @@ class MetricsServer:
         self.thread.join(5)
 
 
-def start_metrics(gateway: Gateway, host: str, port: int) -> MetricsServer | None:
+def start_metrics(
+    status: Callable[[], GatewayStatus], host: str, port: int
+) -> MetricsServer | None:
     """Serve /metrics; None when off (port 0) or when the port cannot be bound (logged:
     the gateway's data path must not depend on its monitoring)."""
     if port == 0:
         return None
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway))
+    registry.register(GatewayCollector(status))
     try:
         server, thread = start_http_server(port, host, registry)
     except OSError as exc:

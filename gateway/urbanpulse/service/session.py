@@ -1,0 +1,168 @@
+"""The gateway's MQTT session: connect, subscribe, receive, and acknowledge by hand.
+
+A persistent session (MQTT 5: session expiry; 3.1.1: clean session off after the first
+connection) with manual acks: a message is acknowledged only when the batcher says its
+points are stored. Packet ids belong to one connection, so each message's ack token carries
+the connection's generation and an ack for an earlier connection is dropped (the broker
+redelivers that message on the new one).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from urbanpulse.broker.credentials import apply_credentials
+from urbanpulse.config import MqttSettings
+
+from .batcher import AckToken
+
+mqtt_log = logging.getLogger("urbanpulse.mqtt")
+
+# (topic, payload, ack token or None for QoS 0)
+MessageSink = Callable[[str, bytes, AckToken | None], None]
+
+
+class BrokerSession:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: list[str],
+        on_message: MessageSink,
+        on_ready: Callable[[], None],
+        on_lost: Callable[[str], None],
+    ) -> None:
+        """``topics[0]`` is the one the service cannot do without: ready once it is granted.
+        ``on_ready``/``on_lost`` run on paho's thread when the session is usable / is lost."""
+        self._settings = settings
+        self.topics = topics
+        self._on_message_sink = on_message
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self.connected = threading.Event()
+        self.stopping = False
+        self._generation = 0
+        self._ack_lock = threading.Lock()
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        m = self._settings
+        v5 = m.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=m.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else m.clean_start,
+            manual_ack=True,
+        )
+        apply_credentials(client, m)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects on its own after a loss."""
+        m = self._settings
+        properties = None
+        if m.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0 if m.clean_start else m.session_expiry_s
+            properties.ReceiveMaximum = m.receive_maximum
+        self._client.connect_async(
+            m.host,
+            m.port,
+            keepalive=m.keepalive_s,
+            clean_start=m.clean_start if m.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def ack(self, tokens: list[AckToken]) -> None:
+        with self._ack_lock:
+            for generation, mid, qos in tokens:
+                if generation == self._generation:
+                    self._client.ack(mid, qos)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            mqtt_log.error("broker refused the connection: %s", reason)
+            return
+        with self._ack_lock:
+            self._generation += 1
+        mqtt_log.info(
+            "connected to %s:%d session_present=%s",
+            self._settings.host,
+            self._settings.port,
+            flags.session_present,
+        )
+        # Subscribing again is harmless when the session kept the subscription.
+        client.subscribe([(topic, 1) for topic in self.topics])
+        if flags.session_present:
+            # The session holds the subscription already, and the broker sends its queued
+            # messages before the SUBACK: with a big backlog that takes a long while, which
+            # must not count as "not ready" (systemd would time out the start).
+            self._ready()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        for topic, rc in zip(self.topics, reason_codes, strict=False):
+            if rc.is_failure:
+                mqtt_log.error("broker refused the subscription to %s: %s", topic, rc)
+        if not reason_codes or reason_codes[0].is_failure:
+            return  # no telemetry: not ready (health and status alone are not the service)
+        # Ready only now (on a new session): before the SUBACK it would miss messages. The
+        # store was checked in start(), before the connection.
+        self._ready()
+
+    def _ready(self) -> None:
+        if self.connected.is_set():
+            return
+        self.connected.set()
+        self._on_ready()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.connected.clear()
+        if not self.stopping:
+            mqtt_log.warning("disconnected from broker (%s), reconnecting", reason)
+            self._on_lost(str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        token: AckToken = (self._generation, msg.mid, msg.qos)
+        self._on_message_sink(msg.topic, bytes(msg.payload), token if msg.qos > 0 else None)
+

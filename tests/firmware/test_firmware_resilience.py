@@ -1,0 +1,457 @@
+"""The board firmware's resilience, end to end: real ``micropython`` boards (the compiled
+bundle, ``-X heapsize=64k``) against a private Mosquitto, watched by a paho subscriber.
+
+Remote commands and their acks (incl. refusals), config updates persisted or rolled back,
+the health report, samples taken before NTP stamped once the time is known, the flash spool
+surviving a kill during an outage, the watchdog, deep sleep, and a day of sampling with a
+30-minute broker outage in a 64 KiB heap (time sped up by the host-only ``host_clock``).
+
+On the host a board "reboots" by exiting with code 3 and "deep sleeps" by exiting with code 4
+(firmware/urbanpulse_fw/hwmisc.py); ``Supervisor`` starts it again, as the fleet does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from support.hostboards import (
+    Board,
+    Broker,
+    Recorder,
+    flash_samples,
+    free_port,
+    sample_t,
+    statuses,
+    telemetry_problems,
+    wait_until,
+)
+
+
+EXIT_RESET = 3
+EXIT_DEEPSLEEP = 4
+HEALTH_KEYS = {"t", "rssi", "heap_free", "uptime", "buffered", "dropped", "fw", "reset_cause",
+               "faults"}
+
+
+class Supervisor:
+    """Runs a board and starts it again whenever it reboots or wakes from deep sleep."""
+
+    def __init__(self, board: Board, max_starts: int = 50) -> None:
+        self.board = board
+        self.max_starts = max_starts
+        self.starts = 0
+        self.codes: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.starts < self.max_starts:
+            self.board.start(write_config=self.starts == 0)
+            self.starts += 1
+            assert self.board.process is not None
+            code = self.board.process.wait()
+            self.codes.append(code)
+            if code not in (EXIT_RESET, EXIT_DEEPSLEEP):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.board.kill()
+        self._thread.join(10)
+
+
+def acks(rec: Recorder, device_id: str) -> dict[str | None, dict[str, Any]]:
+    return {d["id"]: d for d in rec.docs(device_id, "cmd/ack") if isinstance(d, dict)}
+
+
+def command(rec: Recorder, device_id: str, payload: dict[str, Any] | str) -> None:
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    rec.client.publish(f"city/{device_id}/cmd", text, qos=1).wait_for_publish(5)
+
+
+def ack_of(rec: Recorder, device_id: str, cid: str, timeout_s: float = 20) -> dict[str, Any]:
+    wait_until(lambda: cid in acks(rec, device_id), timeout_s, f"the ack of {cid}")
+    return acks(rec, device_id)[cid]
+
+
+def samples(rec: Recorder, device_id: str) -> list[dict[str, Any]]:
+    return [s for d in rec.docs(device_id, "telemetry") for s in d["samples"]]
+
+
+def assert_clean(console: str) -> None:
+    for bad in ("Traceback", "MemoryError", "out of memory"):
+        at = console.find(bad)
+        # The start and the first problem (a board in trouble can log thousands of lines).
+        assert at < 0, f"{bad!r} on the console:\n{console[:1500]}\n...\n{console[at:at + 3000]}"
+
+
+def wait_for_progress(value: Callable[[], int], target: int, timeout_s: float, what: str,
+                      console: Callable[[], str], stall_s: float = 45) -> None:
+    """Until value() reaches target; fails early, with the console, if it stops growing for
+    stall_s (a board that is stuck, e.g. out of memory, would only run out the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = value(), time.monotonic()
+    while (v := value()) < target:
+        now = time.monotonic()
+        if v != last:
+            last, since = v, now
+        if now - since > stall_s or now > deadline:
+            assert_clean(console())
+            raise AssertionError(f"waiting for {what}: {v} of {target} after "
+                                 f"{timeout_s if now > deadline else stall_s} s")
+        time.sleep(0.2)
+
+
+def test_commands_are_answered_and_refusals_name_the_problem(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    rec = Recorder(broker.port)
+    board = boards("air-cmd-01", "air", broker.port, health_interval_s=1)
+    sup = Supervisor(board).start()
+    dev = board.device_id
+    try:
+        wait_until(lambda: len(rec.docs(dev, "health")) >= 1, 20, "the boot health report")
+        command(rec, dev, {"id": "c-1", "op": "identify", "seconds": 1})
+        assert ack_of(rec, dev, "c-1")["ok"] is True
+        command(rec, dev, {"id": "c-2", "op": "set_interval", "sensor": "air",
+                           "interval_s": 0.6})
+        assert ack_of(rec, dev, "c-2") == {"id": "c-2", "ok": True, "sensors": ["air"]}
+        n = len(samples(rec, dev))
+        command(rec, dev, {"id": "c-3", "op": "flush"})
+        assert ack_of(rec, dev, "c-3")["ok"] is True
+        wait_until(lambda: len(samples(rec, dev)) >= n + 8, 20, "slower sampling")
+        times = [s["t"] for s in samples(rec, dev)][n:]
+        gaps = sorted(b - a for a, b in itertools.pairwise(times))
+        assert 500 < gaps[len(gaps) // 2] < 800, f"median gap {gaps[len(gaps) // 2]} ms, not 600"
+        command(rec, dev, {"id": "c-4", "op": "self_destruct"})
+        command(rec, dev, "not json")
+        command(rec, dev, {"id": "c-5", "op": "set_interval", "sensor": "air",
+                           "interval_s": "fast"})
+        command(rec, dev, {"id": "c-6", "op": "set_interval", "sensor": "pm-9",
+                           "interval_s": 5})
+        assert ack_of(rec, dev, "c-4") == {"id": "c-4", "ok": False,
+                                           "error": "unknown op 'self_destruct'"}
+        assert "interval_s" in ack_of(rec, dev, "c-5")["error"]
+        assert "pm-9" in ack_of(rec, dev, "c-6")["error"]
+        wait_until(lambda: None in acks(rec, dev), 10, "an answer to the bad JSON")
+        assert acks(rec, dev)[None]["ok"] is False
+
+        # A config that fails validation: refused with the key named, nothing changed.
+        before = (board.folder / "config.json").read_text()
+        command(rec, dev, {"id": "c-7", "op": "config", "config": {"mqtt": {"port": "x"}}})
+        refused = ack_of(rec, dev, "c-7", 30)
+        assert refused["ok"] is False and "mqtt.port" in refused["error"], refused
+        assert (board.folder / "config.json").read_text() == before
+        # A good one: persisted (the old file kept as config.bak), applied after the reboot.
+        command(rec, dev, {"id": "c-8", "op": "config", "config": {"health_interval_s": 2}})
+        assert ack_of(rec, dev, "c-8", 30) == {"id": "c-8", "ok": True}
+        assert json.loads((board.folder / "config.json").read_text())["health_interval_s"] == 2
+        assert json.loads((board.folder / "config.bak").read_text())["health_interval_s"] == 1
+        assert not (board.folder / "config.trial").exists(), "confirmed once connected"
+
+        command(rec, dev, {"id": "c-9", "op": "reboot"})
+        assert ack_of(rec, dev, "c-9")["ok"] is True
+        wait_until(lambda: [s.get("boot") for s in statuses(rec, dev)
+                            if s["state"] == "online"][-1:] == [4], 30, "the 4th boot")
+        wait_until(lambda: rec.docs(dev, "health")[-1]["reset_cause"] == "soft", 20,
+                   "health after the reboot")
+    finally:
+        sup.stop()
+        rec.close()
+    console = board.console()
+    assert "identify: blinking the status LED for 1 s" in console
+    assert "identify: done" in console
+    assert sup.codes[:3] == [EXIT_RESET] * 3, sup.codes
+    assert_clean(console)
+
+
+def test_config_that_cannot_connect_is_rolled_back(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    rec = Recorder(broker.port)
+    board = boards("air-rb-01", "air", broker.port, rollback_s=3)
+    sup = Supervisor(board).start()
+    dev = board.device_id
+    try:
+        wait_until(lambda: len(rec.docs(dev, "status")) >= 1, 20, "online")
+        command(rec, dev, {"id": "r-1", "op": "config", "config": {"mqtt": {"port": free_port()}}})
+        # The board reboots onto a broker that is not there, gives up after rollback_s,
+        # goes back to config.bak and reconnects; the command is answered then.
+        assert ack_of(rec, dev, "r-1", 60)["ok"] is True
+        wait_until(lambda: [s.get("boot") for s in statuses(rec, dev)
+                            if s["state"] == "online"][-1:] == [3], 30, "online again")
+    finally:
+        sup.stop()
+        rec.close()
+    config = json.loads((board.folder / "config.json").read_text())
+    assert config["mqtt"]["port"] == broker.port
+    assert not (board.folder / "config.trial").exists()
+    console = board.console()
+    assert "new config did not reach the broker in time: back to config.bak" in console
+    assert_clean(console)
+
+
+def test_health_report_and_a_bad_sensor_entry(broker: Broker,
+                                              boards: Callable[..., Board]) -> None:
+    rec = Recorder(broker.port)
+    board = boards("noise-h-01", "noise", broker.port, health_interval_s=1, max_messages=4,
+                   sensors=[{"type": "sim", "kind": "noise"}, {"type": "sim", "kind": "nope"}])
+    board.start()
+    try:
+        assert board.wait(40) == 0, board.console()
+        wait_until(lambda: len(rec.docs(board.device_id, "health")) >= 2, 10, "health")
+    finally:
+        rec.close()
+    health = rec.docs(board.device_id, "health")
+    for h in health:
+        assert set(h) >= HEALTH_KEYS, h
+        assert h["reset_cause"] == "power" and h["fw"] == "0.1.0" and h["faults"] == ""
+        assert h["dropped"] == 0 and h["buffered"] >= 0 and 1000 < h["heap_free"] < 65536
+        assert -130 <= h["rssi"] <= 0 and h["uptime"] >= 0
+        assert "sensors[1].kind" in h["config_error"], h
+        assert abs(h["t"] - time.time() * 1000) < 60_000
+    assert [h["uptime"] for h in health] == sorted(h["uptime"] for h in health)
+    # The good sensor still reports.
+    assert all(not telemetry_problems(m.payload, {"noise"}, 50, int(time.time() * 1000) + 1)
+               for m in rec.on(board.device_id, "telemetry"))
+    assert len(rec.on(board.device_id, "telemetry")) == 4
+
+
+def test_samples_before_ntp_are_stamped_once_the_time_is_known(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    rec = Recorder(broker.port)
+    board = boards("soil-ntp-01", "soil", broker.port, sample_interval_s=0.2,
+                   publish_interval_s=0.5, host_clock={"scale": 1, "start_ms": None},
+                   max_buffer_bytes=1600)  # samples wait in RAM for the time: room for 10
+    board.folder.mkdir(parents=True)
+    (board.folder / "ntp_down").write_text("")
+    started_ms = time.time() * 1000
+    board.start()
+    clock_set = re.compile(r"clock set: (\d+) samples stamped")
+    try:
+        wait_until(lambda: "clock not set" in board.console(), 15, "an unset clock")
+        time.sleep(2)  # samples are taken, nothing can be sent yet
+        assert rec.on(board.device_id, "telemetry") == [], "no sample stamped 2000-01-01"
+        (board.folder / "ntp_down").unlink()
+        unlinked_ms = time.time() * 1000
+        # NTP is retried with a growing backoff (2 s, 4 s, 8 s...): when the clock gets set
+        # is up to the board, so the test asks the board rather than assuming a speed.
+        wait_until(lambda: clock_set.search(board.console()) is not None, 60, "the clock set")
+        seen_ms = time.time() * 1000
+        match = clock_set.search(board.console())
+        assert match is not None
+        stamped = int(match.group(1))
+        wait_until(lambda: len(samples(rec, board.device_id)) >= stamped + 10, 30, "telemetry")
+    finally:
+        board.kill()
+        rec.close()
+    times = [s["t"] for s in samples(rec, board.device_id)]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    # The RAM for unstamped samples holds 10: the oldest go first while NTP is down.
+    assert 5 <= stamped <= 10, stamped
+    early, first_synced = times[:stamped], times[stamped]
+    # The first sample after the sync carries the time NTP gave (the host's)...
+    assert unlinked_ms - 50 <= first_synced <= seen_ms + 50, (
+        first_synced - unlinked_ms, seen_ms - unlinked_ms)
+    # ... and the ones before it are stamped where they were taken: every 200 ms, back from it,
+    # none before the board started.
+    gaps = [b - a for a, b in itertools.pairwise([*early, first_synced])]
+    assert all(150 <= g <= 600 for g in gaps), gaps
+    assert early[0] > started_ms - 500, early[0] - started_ms
+
+
+def test_spool_survives_a_kill_during_an_outage(tmp_path: Path,
+                                                boards: Callable[..., Board]) -> None:
+    b = Broker(tmp_path / "late")
+    board = boards("water-sp-01", "water", b.port, sample_interval_s=0.05,
+                   publish_interval_s=0.2, max_buffer_bytes=1024, max_flash_bytes=65536)
+    board.start()
+    try:
+        # No broker: the RAM buffer overflows into flash records.
+        wait_until(lambda: spooled(board.folder) >= 40, 30, "samples in flash")
+        board.kill()  # a power cut: no clean-up at all
+        in_flash = spooled_times(board.folder)
+        b.start()
+        rec = Recorder(b.port)
+        try:
+            board.start(write_config=False)
+            wait_until(lambda: set(in_flash) <= {s["t"] for s in samples(rec, board.device_id)},
+                       30, "every sample that was in flash")
+        finally:
+            board.kill()
+            rec.close()
+    finally:
+        b.stop()
+    got = [s["t"] for s in samples(rec, board.device_id)]
+    assert len(got) == len(set(got)), "no sample twice"
+    assert got[:len(in_flash)] == in_flash, "the flash spool first, oldest first"
+    assert "boot 2" in board.console()
+    assert_clean(board.console())
+
+
+def test_clean_stop_with_the_broker_gone_keeps_the_message_in_flight(
+        tmp_path: Path, boards: Callable[..., Board]) -> None:
+    # The broker dies with a telemetry message published and not acknowledged; a second later
+    # the board is stopped cleanly (Ctrl-C; a reboot or deep sleep stops the same way). Every
+    # sample taken has then arrived or waits in flash, the in-flight ones included, and the
+    # console's "kept for later" is what flash holds.
+    b = Broker(tmp_path / "gone")
+    b.start()
+    rec = Recorder(b.port)
+    board = boards("water-if-01", "water", b.port, sample_interval_s=0.02,
+                   publish_interval_s=0.02, max_buffer_bytes=4096, max_flash_bytes=65536)
+    try:
+        board.start()
+        wait_until(lambda: len(rec.on(board.device_id, "telemetry")) >= 5, 30, "telemetry")
+        assert b.process is not None
+        b.process.kill()
+        b.process.wait()
+        n = len(samples(rec, board.device_id))
+        time.sleep(1)
+        board.interrupt()
+    finally:
+        board.kill()
+        rec.close()
+        b.stop()
+    console = board.console()
+    assert_clean(console)
+    taken = board.taken()
+    kept = int(re.findall(r"kept for later: (\d+)", console)[-1])
+    got = {s["t"] for s in samples(rec, board.device_id)}
+    assert len(got) >= n > 0
+    in_flash = flash_samples(board.folder)
+    assert len(got | in_flash) == taken, (taken, len(got), len(in_flash))
+    assert kept == len(in_flash), (kept, len(in_flash))
+    assert spooled_times(board.folder) == sorted(spooled_times(board.folder)), "oldest first"
+
+
+def spooled_times(folder: Path) -> list[int]:
+    out = []
+    for seg in sorted((folder / "spool").glob("[0-9]*"), key=lambda p: int(p.name)):
+        for line in seg.read_bytes().splitlines():
+            if line.startswith(b'{"t":') and b"*" in line:
+                out.append(json.loads(line.rsplit(b"*", 1)[0])["t"])
+    return out
+
+
+def spooled(folder: Path) -> int:
+    return len(spooled_times(folder)) if (folder / "spool").exists() else 0
+
+
+def test_watchdog_resets_a_stalled_loop(broker: Broker,
+                                        boards: Callable[..., Board]) -> None:
+    rec = Recorder(broker.port)
+    board = boards("light-wd-01", "streetlight", broker.port, watchdog_s=3)
+    try:
+        board.start()
+        # Healthy: it keeps feeding the watchdog well past the timeout.
+        wait_until(lambda: len(rec.on(board.device_id, "telemetry")) >= 1, 20, "telemetry")
+        time.sleep(5)
+        assert board.process is not None and board.process.poll() is None, board.console()
+        board.interrupt(10)
+        # Stalled: an NTP call that never returns (as a socket without a timeout would).
+        (board.folder / "ntp_hang").write_text("")
+        board.start(write_config=False)
+        code = board.wait(30)
+        assert code == -signal.SIGKILL, (code, board.console())
+        assert "not fed for 3000 ms, resetting" in board.console()
+        (board.folder / "ntp_hang").unlink()
+        n = len(rec.docs(board.device_id, "health"))
+        board.start(write_config=False)
+        wait_until(lambda: len(rec.docs(board.device_id, "health")) > n, 20, "health")
+    finally:
+        board.kill()
+        rec.close()
+    assert rec.docs(board.device_id, "health")[-1]["reset_cause"] == "wdt"
+
+
+def test_deep_sleep_wakes_samples_and_publishes_every_nth_wake(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    rec = Recorder(broker.port)
+    board = boards("soil-ds-01", "soil", broker.port,
+                   deep_sleep={"wake_s": 0.05, "publish_every": 3})
+    sup = Supervisor(board, max_starts=7).start()
+    try:
+        wait_until(lambda: len(sup.codes) >= 7, 90, "7 wake-ups")
+        wait_until(lambda: len(samples(rec, board.device_id)) >= 7, 10, "all samples")
+    finally:
+        sup.stop()
+        rec.close()
+    assert sup.codes == [EXIT_DEEPSLEEP] * 7, (sup.codes, board.console())
+    per_boot: dict[int, int] = {}
+    for d in rec.docs(board.device_id, "telemetry"):
+        per_boot[d["boot"]] = per_boot.get(d["boot"], 0) + len(d["samples"])
+    # Every wake is a boot; wakes 0, 3 and 6 connect and send what the wakes since took.
+    assert per_boot == {1: 1, 4: 3, 7: 3}, per_boot
+    times = [s["t"] for s in samples(rec, board.device_id)]
+    assert times == sorted(times) and len(set(times)) == 7
+    assert (board.folder / "rtcmem").read_text() == "7"
+    causes = [h["reset_cause"] for h in rec.docs(board.device_id, "health")]
+    assert causes == ["power", "deepsleep", "deepsleep"], causes
+    assert_clean(board.console())
+
+
+def test_a_day_with_a_30_minute_outage_in_64k(tmp_path: Path,
+                                              boards: Callable[..., Board]) -> None:
+    """24 h of sampling every 10 s (the host clock runs 1440 times faster), the broker gone
+    for 30 minutes in the middle: every sample arrives exactly once at Mosquitto."""
+    scale, day_ms = 1440, 86_400_000
+    b = Broker(tmp_path / "soak", persistent=True)
+    b.start()
+    rec = Recorder(b.port, client_id="fw-soak-spy", persistent=True)
+    start_ms = int(time.time() * 1000) - day_ms - 3 * 3_600_000  # samples in the past
+    board = boards("air-soak-01", "air", b.port, sample_interval_s=10, publish_interval_s=60,
+                   health_interval_s=300, max_buffer_bytes=2048, max_flash_bytes=262144,
+                   host_clock={"scale": scale, "start_ms": start_ms})
+    try:
+        board.start()
+
+        def board_time() -> int:  # board time from the first sample to the newest
+            first = sample_t(rec, board.device_id, newest=False)
+            return sample_t(rec, board.device_id, newest=True) - first if first else 0
+
+        wait_for_progress(board_time, 8 * 3_600_000, 120, "8 h of samples", board.console)
+        b.stop()
+        time.sleep(1800_000 / scale / 1000 + 0.5)  # 30 minutes of board time, and a bit
+        b.start()
+        wait_for_progress(board_time, day_ms, 240, "24 h of samples", board.console)
+        board.interrupt()
+    finally:
+        board.kill()
+        rec.close()
+        b.stop()
+    console = board.console()
+    assert_clean(console)
+    taken = board.taken()
+    received = rec.on(board.device_id, "telemetry")
+    # Kept beside the console, for a look at what went wrong.
+    (board.folder / "telemetry.jsonl").write_bytes(b"\n".join(m.payload for m in received))
+    seen: dict[int, bytes] = {}
+    for m in received:
+        doc = json.loads(m.payload)
+        assert seen.setdefault(doc["seq"], m.payload) == m.payload, "a redelivery is identical"
+    got = [s["t"] for payload in seen.values() for s in json.loads(payload)["samples"]]
+    unique = set(got)
+    assert len(got) == len(unique), "no sample in two messages"
+    # Every sample taken arrived, or (taken at the very end) waits in flash for the next
+    # start; none both.
+    flash = flash_samples(board.folder)
+    assert len(unique | flash) == taken and not unique & flash, (len(unique), len(flash), taken)
+    times = sorted(unique)
+    assert times[-1] - times[0] >= day_ms - 60_000
+    assert sorted(seen) == list(range(len(seen))), "seq 0..n-1, none missing"
+    # The outage went through the flash spool: the reconnect found far more than RAM holds.
+    buffered = [int(x) for x in re.findall(r"mqtt connected .*\(buffered (\d+)", console)]
+    assert len(buffered) >= 2 and max(buffered[1:]) >= 150, buffered
+    heap = [h["heap_free"] for h in rec.docs(board.device_id, "health")]
+    assert heap and min(heap) > 1000, heap
