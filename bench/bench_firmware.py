@@ -5,9 +5,9 @@ measured in the same run.
 
     .venv/bin/python bench/bench_firmware.py [--kind air] [--cycles 2000] [--drivers]
 
-With --drivers, the kind's real sensor drivers (urbanpulse.fleet.DRIVER_SENSORS) against the
-emulated chips, and the flash spool, as on a board; else simulated sensors. A cycle is timed
-on the wall clock: with drivers it includes the chips' own waits (the BME280's 10 ms
+With --drivers, the kind's real sensor drivers (urbanpulse.devtools.fleet.DRIVER_SENSORS)
+against the emulated chips, and the flash spool, as on a board; else simulated sensors. A cycle
+is timed on the wall clock: with drivers it includes the chips' own waits (the BME280's 10 ms
 conversion) and the host bus proxy's round trips to the emulator process.
 """
 

@@ -1,7 +1,7 @@
 """End-to-end gateway throughput against real Mosquitto and InfluxDB, relative to a baseline.
 
 Run: .venv/bin/python bench/bench_gateway_throughput.py [messages] [publishers]
-Starts a private stack (urbanpulse.stack) in a temporary folder. Baseline, in the same run:
+Starts a private stack (urbanpulse.devtools.stack) in a temporary folder. Baseline, in the same run:
 a plain paho subscriber that acknowledges on receipt and stores nothing. Then the gateway,
 which validates, writes to InfluxDB and acknowledges only after storing. Prints both rates
 and their ratio; publishers are separate processes (one Python publisher tops out near

@@ -1,9 +1,9 @@
 """What a KPI run costs for a city, relative to just reading the raw data it covers.
 
 Run: .venv/bin/python bench/bench_kpi.py [boards] [interval_s]
-Starts a private stack (urbanpulse.stack) in a temporary folder, registers ``boards`` boards
-(default 300) spread over every kind and 6 districts, and stores 27 hours of telemetry, one
-sample per board every ``interval_s`` (default 60). Baseline, in the same run: one
+Starts a private stack (urbanpulse.devtools.stack) in a temporary folder, registers ``boards``
+boards (default 300) spread over every kind and 6 districts, and stores 27 hours of telemetry,
+one sample per board every ``interval_s`` (default 60). Baseline, in the same run: one
 ``SELECT *`` per raw measurement over the same time range a run covers (the last 3 hours and
 the local days they touch), i.e. the cost of only fetching the data. Then a full KPI run.
 Prints both times, the points written and their ratio.

@@ -1,8 +1,8 @@
 """Shared fixtures: one private Mosquitto + InfluxDB for the session, a fresh database per test.
 
-The services are started by the project's own `urbanpulse.stack` on free loopback ports with
-their data in a temporary folder. If they are not installed the tests fail with how to fix
-it (`make setup`); they are never skipped.
+The services are started by the project's own `urbanpulse.devtools.stack` on free loopback
+ports with their data in a temporary folder. If they are not installed the tests fail with how
+to fix it (`make setup`); they are never skipped.
 """
 
 from __future__ import annotations

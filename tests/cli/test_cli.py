@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from support.gateway_harness import REGISTRY_CSV, Publisher, count_points, wait_until
+from support.gateway_harness import (
+    REGISTRY_CSV,
+    Publisher,
+    count_points,
+)
 from support.services import Services
+from support.waiting import wait_until
 from urbanpulse.service.logs import RateLimitedLog
 
 

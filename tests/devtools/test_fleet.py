@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 
-from support.hostboards import Broker, Recorder, statuses, wait_until
+from support.hostboards import (
+    Broker,
+    Recorder,
+    statuses,
+)
+from support.waiting import wait_until
 from urbanpulse.config import MqttSettings
 from urbanpulse.devtools.fleet import (
     EXIT_DEEPSLEEP,

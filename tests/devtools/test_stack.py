@@ -1,4 +1,5 @@
-"""urbanpulse.stack against the real mosquitto and influxd, in a tmp state dir, on free ports."""
+"""urbanpulse.devtools.stack against the real mosquitto and influxd, in a tmp state dir, on
+free ports."""
 
 from __future__ import annotations
 

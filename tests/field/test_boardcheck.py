@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from support.gateway_harness import Publisher, gateway_settings, running_gateway, wait_until
+from support.gateway_harness import (
+    Publisher,
+    gateway_settings,
+    running_gateway,
+)
 from support.pty_board import PtyBoard
 from support.services import Services, free_port
+from support.waiting import wait_until
 from urbanpulse.devtools import hostboard
 from urbanpulse.field.bundle import find_tool, firmware_source
 

@@ -25,9 +25,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
-from support.gateway_harness import count_points, gateway_settings, running_gateway, wait_until
+from support.gateway_harness import (
+    count_points,
+    gateway_settings,
+    running_gateway,
+)
 from support.paths import REPO
 from support.services import Services, free_port
+from support.waiting import wait_until
 from urbanpulse.contract.vocabulary import KINDS
 from urbanpulse.devtools import hostboard
 from urbanpulse.field.boardconfig import SENSORS

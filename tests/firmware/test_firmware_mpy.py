@@ -61,7 +61,6 @@ from support.hostboards import (
     check_board_messages,
     firmware_bundle,
     flash_samples,
-    free_port,
     is_int,
     micropython_binary,
     mosquitto_binary,
@@ -70,8 +69,9 @@ from support.hostboards import (
     session_broker,
     statuses,
     telemetry_problems,
-    wait_until,
 )
+from support.waiting import wait_until
+from support.services import free_port
 
 
 # --- MicroPython checks --------------------------------------------------------------------
@@ -391,7 +391,7 @@ print(json.dumps({"errors": errors, "fields": got, "faults": [s.fault for s in o
 # Every field a kind's drivers give (speed_avg, dim_level and soil_temperature have no driver).
 @pytest.mark.parametrize("kind", sorted(DRIVER_FIELDS))
 def test_fleet_driver_sensors_give_their_kinds_fields(kind: str, tmp_path: Path) -> None:
-    """urbanpulse.fleet.DRIVER_SENSORS build without an error and, on the emulated chips,
+    """urbanpulse.devtools.fleet.DRIVER_SENSORS build without an error and, on the emulated chips,
     give the kind's quantities, valid per the contract."""
     from urbanpulse.devtools.fleet import DRIVER_SENSORS
 

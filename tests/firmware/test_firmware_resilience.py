@@ -27,12 +27,12 @@ from support.hostboards import (
     Broker,
     Recorder,
     flash_samples,
-    free_port,
     sample_t,
     statuses,
     telemetry_problems,
-    wait_until,
 )
+from support.waiting import wait_until
+from support.services import free_port
 
 
 EXIT_RESET = 3

@@ -1,7 +1,7 @@
 """A day of sampling with every kind's real sensor drivers, in the heap a board gets.
 
 One board per kind, all at once, each with the drivers the fleet gives that kind
-(``urbanpulse.fleet.DRIVER_SENSORS``) talking to the host's emulated chips (their own process,
+(``urbanpulse.devtools.fleet.DRIVER_SENSORS``) talking to the host's emulated chips (their own process,
 firmware/host/emuserver.py), the compiled bundle in ``micropython -X heapsize=64k``, what the
 fleet gives every board (nothing bigger hides a failure here). Time runs 720 times faster
 (the host-only ``host_clock``): 24 h of sampling every 30 s in about two minutes, with the

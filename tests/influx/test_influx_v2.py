@@ -22,9 +22,9 @@ from support.gateway_harness import (
     Publisher,
     gateway_settings,
     running_gateway,
-    wait_until,
 )
 from support.services import Services, free_port
+from support.waiting import wait_until
 from urbanpulse.config import InfluxSettings
 from urbanpulse.influx.writer import V2Writer, WriteError
 

@@ -13,9 +13,9 @@ from support.gateway_harness import (
     gateway_settings,
     rows,
     running_gateway,
-    wait_until,
 )
 from support.services import Services
+from support.waiting import wait_until
 from urbanpulse.config import KpiSettings
 
 pytestmark = pytest.mark.services
@@ -56,3 +56,20 @@ def test_samples_delivered_hours_late_get_their_hourly_kpi_from_the_running_gate
     assert [(r["time"], r["pm25"], r["pm10"], r["samples"]) for r in found] == [
         (hour, 12.0, 25.0, 2.0)
     ]
+
+
+def test_the_gateway_computes_no_kpi_before_its_first_interval(
+    influx: Services, tmp_path: Path, client_id: str
+) -> None:
+    """At start the stored data lags (backlog, reconnecting boards): a "now" KPI computed at
+    once would call every board offline, so the first run comes one interval later."""
+    registry = tmp_path / "devices.csv"
+    registry.write_text(REGISTRY_CSV)
+    settings = gateway_settings(influx, registry, client_id)
+    settings.kpi = KpiSettings(enabled=True, interval_s=4.0, lookback_h=1)
+    started_ms = time.time_ns() // 1_000_000
+    with running_gateway(settings) as gateway:
+        wait_until(lambda: gateway.kpi.runs >= 1, timeout_s=30, what="the first KPI run")
+    first = rows(influx, "SELECT * FROM kpi_network_now WHERE \"level\" = 'city'")
+    # A run stamps its "now" KPIs with the time it ran.
+    assert first and first[0]["time"] >= started_ms + 4_000, (started_ms, first)

@@ -7,9 +7,10 @@ one of two load-sharing gateways killed, the on-disk spool filled up. Afterwards
 of every acknowledged message must be in InfluxDB exactly once, with its value
 (fault_harness.exactly_once_problems explains what "exactly once" means for InfluxDB).
 
-Each test has its own Mosquitto and InfluxDB (urbanpulse.stack, free ports, a tmp dir), because
-it stops and restarts them; the session's shared services are left alone. Runs in `make test`;
-`pytest -m 'not faults'` leaves it out for a quick run. About 4-5 minutes on two cores.
+Each test has its own Mosquitto and InfluxDB (urbanpulse.devtools.stack, free ports, a tmp
+dir), because it stops and restarts them; the session's shared services are left alone. Runs in
+`make test`; `pytest -m 'not faults'` leaves it out for a quick run. About 4-5 minutes on two
+cores.
 """
 
 from __future__ import annotations

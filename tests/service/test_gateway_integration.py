@@ -16,9 +16,9 @@ from support.gateway_harness import (
     gateway_settings,
     rows,
     running_gateway,
-    wait_until,
 )
 from support.services import Services, free_port, influx_query
+from support.waiting import wait_until
 from urbanpulse.contract.vocabulary import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.services

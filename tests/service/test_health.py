@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from support.gateway_harness import Publisher, rows, running_gateway, wait_until
+from support.gateway_harness import (
+    Publisher,
+    rows,
+    running_gateway,
+)
 from support.ops_harness import device_ids, now_ms, ops_settings, write_registry
 from support.services import Services
+from support.waiting import wait_until
 from urbanpulse.contract.messages import MessageRejected, Reason
 from urbanpulse.contract.vocabulary import HEALTH_FAULT_COUNT, HEALTH_FIELDS
 from urbanpulse.service.health import parse_health

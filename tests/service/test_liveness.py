@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from support.gateway_harness import Publisher, running_gateway, wait_until
+from support.gateway_harness import (
+    Publisher,
+    running_gateway,
+)
 from support.ops_harness import device_ids, ops_settings, status_rows, telemetry, write_registry
 from support.services import Services
+from support.waiting import wait_until
 
 # A board as the firmware behaves: a retained last will saying offline, then a retained
 # online status. Killed with SIGKILL, its TCP connection drops without DISCONNECT, so the

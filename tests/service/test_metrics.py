@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from support.gateway_harness import Publisher, count_points, running_gateway, wait_until
+from support.gateway_harness import (
+    Publisher,
+    count_points,
+    running_gateway,
+)
 from support.ops_harness import device_ids, now_ms, ops_settings, telemetry, write_registry
 from support.services import Services, free_port
+from support.waiting import wait_until
 from urbanpulse.service.metrics import scrape
 
 

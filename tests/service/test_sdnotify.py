@@ -24,8 +24,13 @@ from urllib.parse import urlparse
 
 import pytest
 
-from support.gateway_harness import REGISTRY_CSV, Publisher, count_points, wait_until
+from support.gateway_harness import (
+    REGISTRY_CSV,
+    Publisher,
+    count_points,
+)
 from support.services import Services
+from support.waiting import wait_until
 from urbanpulse.service.sdnotify import Notifier
 
 WATCHDOG_S = 2.0  # the gateway pings every 1 s

@@ -20,9 +20,14 @@ from typing import Any
 import pytest
 import urllib3
 
-from support.gateway_harness import REGISTRY_CSV, Publisher, running_gateway, wait_until
+from support.gateway_harness import (
+    REGISTRY_CSV,
+    Publisher,
+    running_gateway,
+)
 from support.services import NOT_INSTALLED, Services, free_ports, services_for
 from support.tls_certs import Pki, make_pki
+from support.waiting import wait_until
 from urbanpulse.config import (
     ConfigError,
     InfluxSettings,

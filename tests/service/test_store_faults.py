@@ -29,19 +29,22 @@ from support.gateway_harness import (
     gateway_settings,
     rows,
     running_gateway,
-    wait_until,
 )
 from support.services import (
     Services,
     influx_drop_and_create,
     influx_write,
+    stack_service,
+    start_service,
     start_services,
     start_stopped_services,
     stop_service,
     stop_services,
 )
+from support.waiting import wait_until
 from urbanpulse.config import BatchSettings, InfluxSettings, Settings, SpoolSettings
 from urbanpulse.devtools import stack
+from urbanpulse.devtools.stack import processes
 from urbanpulse.influx.deadletter import DeadLetterFile
 from urbanpulse.influx.writer import V1Writer
 from urbanpulse.service.batcher import AckToken, Batcher
@@ -222,8 +225,8 @@ def test_influxdb_that_hangs_times_out_into_the_spool_and_catches_up_when_it_wak
 ) -> None:
     t = now_ms() - 60_000
     settings = gateway_settings(store, registry, client_id, timeout_s=1.0)
-    svc = next(s for s in stack._services(store.settings) if s.name == stack.INFLUXDB)
-    pid = stack._our_pid(svc)
+    svc = stack_service(store.settings, stack.INFLUXDB)
+    pid = processes.our_pid(svc)
     assert pid is not None
     publisher = Publisher(store, f"{client_id}-pub")
     try:
@@ -406,8 +409,7 @@ def test_real_redelivery_after_a_broker_restart_is_a_duplicate_acked_after_the_o
             publisher.close()
             stop_service(store, stack.MOSQUITTO)
             # Mosquitto alone back (`stack.up` would start InfluxDB too).
-            svc = next(s for s in stack._services(store.settings) if s.name == stack.MOSQUITTO)
-            stack._spawn(svc, stack._find_binary(svc), store.settings)
+            start_service(store, stack.MOSQUITTO)
             wait_until(lambda: gateway.stats.snapshot()["duplicates"] > 0, timeout_s=60,
                        what="the held messages redelivered and recognised")
             assert count_points_or_down(store) is None, "InfluxDB came back too early"

@@ -16,9 +16,9 @@ from typing import Any
 
 import tomli_w
 
-from support.gateway_harness import wait_until
 from support.loadgen import KINDS, LoadResult
 from support.services import Services, influx_query
+from support.waiting import wait_until
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,18 +82,6 @@ class Publisher:
         self.client.disconnect()
         self.client.loop_stop()
 
-
-def wait_until(
-    condition: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def count_points(services: Services, measurement: str, field: str) -> int:

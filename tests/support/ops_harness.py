@@ -7,7 +7,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from support.gateway_harness import gateway_settings, rows
+from support.gateway_harness import (
+    gateway_settings,
+    rows,
+)
 from support.services import Services
 from urbanpulse.config import LivenessSettings, MetricsSettings, Settings
 

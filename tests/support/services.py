@@ -1,4 +1,4 @@
-"""Test helpers: a private Mosquitto and InfluxDB (urbanpulse.stack) on free ports.
+"""Test helpers: a private Mosquitto and InfluxDB (urbanpulse.devtools.stack) on free ports.
 
 Imported by conftest.py and test modules. Tests that need the services fail, never skip,
 when the binaries are missing: a skipped integration test hides a broken setup.
@@ -17,6 +17,8 @@ import pytest
 import urllib3
 
 from urbanpulse.devtools import stack
+from urbanpulse.devtools.stack import processes
+from urbanpulse.devtools.stack.services import Service, stack_services
 
 NOT_INSTALLED = "Mosquitto/InfluxDB not installed: run `make setup` (or `urbanpulse stack up`)"
 
@@ -88,13 +90,24 @@ def stop_services(s: Services) -> None:
 def stop_service(services: Services, name: str) -> None:
     """Stop one of the two services (SIGTERM: Mosquitto saves its persistence file first).
 
-    urbanpulse.stack only stops both at once; its pid check (only a process running our binary
-    with our config is signalled) is reused here.
+    urbanpulse.devtools.stack only stops both at once; its pid check (only a process running
+    our binary with our config is signalled) is reused here.
     """
-    svc = next(s for s in stack._services(services.settings) if s.name == name)
-    pid = stack._our_pid(svc)
+    svc = stack_service(services.settings, name)
+    pid = processes.our_pid(svc)
     assert pid is not None, f"{name} is not running"
-    stack._stop_all([(svc, pid)], timeout_s=30)
+    processes.stop_all([(svc, pid)], timeout_s=30)
+
+
+def stack_service(settings: stack.StackSettings, name: str) -> Service:
+    """One of the stack's services (stack.MOSQUITTO or stack.INFLUXDB): its pid file, ports."""
+    return next(s for s in stack_services(settings) if s.name == name)
+
+
+def start_service(services: Services, name: str) -> None:
+    """Start one service of a running stack again (`stack.up` starts whatever is down)."""
+    svc = stack_service(services.settings, name)
+    processes.spawn(svc, processes.find_binary(svc), services.settings)
 
 
 def start_stopped_services(services: Services) -> None:

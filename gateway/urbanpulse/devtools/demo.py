@@ -2,7 +2,8 @@
 
 Starts (unless already running) the local Mosquitto and InfluxDB, writes a demo configuration
 and registry, runs the gateway as its own process, starts the fleet of boards running the real
-firmware, and shows a live view until Ctrl-C, then stops what it started.
+firmware, and shows a live view until Ctrl-C, SIGTERM or SIGHUP (the terminal closed), then
+stops what it started.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console, RenderableType
 from rich.live import Live
@@ -27,6 +29,18 @@ from .fleet import Fleet, FleetError, host_board_config, plan_devices
 from .live import collect, render
 
 DISTRICTS = ("north", "centre", "south")
+# Each of these ends the demo the way Ctrl-C does, with everything it started stopped.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _say(console: Console, text: str) -> None:
+    """Print, unless the terminal is gone (SIGHUP): the clean-up must go on regardless."""
+    with suppress(OSError):
+        console.print(text)
 
 
 def write_demo_config(state_dir: Path, settings: stack.StackSettings) -> Path:
@@ -53,6 +67,9 @@ def run_demo(args: argparse.Namespace) -> int:
         influx_rpc_port=args.influx_rpc_port,
     )
     already = {s.name for s in stack.status(settings) if s.running}
+    # From here on a signal ends the demo through the clean-up below (stack.up itself stops
+    # what it started when interrupted).
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         console.print("starting Mosquitto and InfluxDB ...")
         console.print(stack.format_status(stack.up(settings)))
@@ -60,16 +77,15 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(f"[red]urbanpulse demo: {exc}[/red]")
         return 2
 
-    config_path = write_demo_config(args.state_dir, settings)
-    gateway_settings = load_settings(config_path)
-    sample_s, publish_s = 1.0, 2.0
-    devices = plan_devices(max(args.devices, 7), DISTRICTS, publish_s)
-    merge_devices(devices, gateway_settings.registry.path)
-
     log_path = args.state_dir / "gateway.log"
     gateway: subprocess.Popen[bytes] | None = None
     fleet: Fleet | None = None
     try:
+        config_path = write_demo_config(args.state_dir, settings)
+        gateway_settings = load_settings(config_path)
+        sample_s, publish_s = 1.0, 2.0
+        devices = plan_devices(max(args.devices, 7), DISTRICTS, publish_s)
+        merge_devices(devices, gateway_settings.registry.path)
         with log_path.open("ab") as gateway_log:
             gateway = subprocess.Popen(
                 [sys.executable, "-m", "urbanpulse", "gateway", "run", "--config",
@@ -92,8 +108,9 @@ def run_demo(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
-        console.print("stopping the boards, the gateway and the services ...")
+        for sig in STOP_SIGNALS:  # a second Ctrl-C or kill must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        _say(console, "stopping the boards, the gateway and the services ...")
         if fleet is not None:
             fleet.stop()
         if gateway is not None and gateway.poll() is None:
@@ -105,8 +122,9 @@ def run_demo(args: argparse.Namespace) -> int:
         started_here = [s for s in ("mosquitto", "influxdb") if s not in already]
         if started_here:
             stack.down(settings)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    console.print("demo stopped.")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _say(console, "demo stopped.")
     return 0
 
 

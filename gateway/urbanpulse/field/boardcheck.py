@@ -31,6 +31,7 @@ from urbanpulse.contract.vocabulary import (
     KIND_MEASUREMENTS,
     MEASUREMENTS,
 )
+from urbanpulse.influx.influxql import ident, string
 from urbanpulse.influx.writer import V1Writer, WriteError
 from urbanpulse.registry.devices import Device, RegistryError, load_registry
 
@@ -136,7 +137,7 @@ def read_status(settings: MqttSettings, device_id: str, timeout_s: float = 5.0) 
 
 def _last_row(writer: V1Writer, measurement: str, device_id: str) -> dict[str, Any] | None:
     series = writer.query(
-        f"SELECT * FROM \"{measurement}\" WHERE \"device_id\" = '{device_id}' "
+        f"SELECT * FROM {ident(measurement)} WHERE \"device_id\" = {string(device_id)} "
         "ORDER BY time DESC LIMIT 1"
     )
     if not series or not series[0].get("values"):

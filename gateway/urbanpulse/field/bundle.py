@@ -16,6 +16,9 @@ from pathlib import Path
 ENTRY_FILES = ("boot.py", "main.py")
 PACKAGE = "urbanpulse_fw"
 HOST_STANDINS = "host"
+# Programs the host tools run on a board for a moment (over mpremote, or under the unix
+# port): real files, type-checked with the firmware, never copied to a board.
+SCRIPTS = "scripts"
 
 
 class BundleError(RuntimeError):
@@ -28,6 +31,17 @@ def firmware_source() -> Path:
     if not (path / "main.py").exists():
         raise BundleError(f"firmware not found at {path}: run from a checkout of UrbanPulse")
     return path
+
+
+def board_script(name: str, call: str, source: Path | None = None) -> str:
+    """``firmware/scripts/{name}.py`` with ``call`` appended: a program for ``mpremote exec``.
+
+    Whole-line comments are left out: they are for the file's readers, and what goes over
+    the serial line (and shows in a dry run) is only the code."""
+    path = (source or firmware_source()) / SCRIPTS / f"{name}.py"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    code = [line for line in lines if not line.lstrip().startswith("#")]
+    return "\n".join(code) + "\n" + call + "\n"
 
 
 def find_tool(name: str) -> str | None:

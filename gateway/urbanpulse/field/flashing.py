@@ -27,7 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bundle import ENTRY_FILES, PACKAGE, BundleError, build_bundle, firmware_source
+from .bundle import (
+    ENTRY_FILES,
+    PACKAGE,
+    BundleError,
+    board_script,
+    build_bundle,
+    firmware_source,
+)
 from .provision import ProvisionError, fingerprint, validate_with_firmware
 
 ESP_IMAGE_MAGIC = 0xE9  # first byte of an ESP32 bootloader / app image
@@ -101,75 +108,28 @@ def planned_files(bundle_dir: Path, config: Path, source: Path | None = None) ->
     return files
 
 
-# Runs on the board: remove an earlier firmware (a stale .py would shadow its .mpy; main.py
-# first, see planned_files), make the package directories. Small: the board compiles it.
-PREPARE = """\
-import os
-def rm(p):
-    try:
-        for e in os.ilistdir(p):
-            rm(p + "/" + e[0])
-        os.rmdir(p)
-    except OSError:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-rm("main.py")
-rm({package})
-for d in {dirs}:
-    os.mkdir(d)
-"""
-
-# Runs on the board: every file with its size and SHA-256, one "F size sha path" line each.
-LISTING = """\
-import os, hashlib, binascii
-def walk(d):
-    for e in os.ilistdir(d or "."):
-        p = d + "/" + e[0] if d else e[0]
-        if e[1] == 0x4000:
-            walk(p)
-            continue
-        h = hashlib.sha256()
-        n = 0
-        with open(p, "rb") as f:
-            while True:
-                b = f.read(512)
-                if not b:
-                    break
-                n += len(b)
-                h.update(b)
-        print("F", n, binascii.hexlify(h.digest()).decode(), p)
-walk("")
-"""
 
 
 # Runs on the board: its boot counter (firmware bootcount.py: the larger of the file and its
 # temporary copy), 0 when there is none.
-READ_BOOT_COUNT = """\
-n = 0
-for p in ("bootcount", "bootcount.tmp"):
-    try:
-        with open(p) as f:
-            n = max(n, int(f.read()))
-    except Exception:
-        pass
-print("BOOTCOUNT", n)
-"""
 BOOT_COUNT_MARK = "BOOTCOUNT "
 
 
 def boot_count_step(port: str) -> Step:
+    read = board_script("boot_count", 'print("BOOTCOUNT", read_boot_count())')
     return Step("boot", "read the board's boot counter (kept across the erase)",
-                mpremote_argv(port, "exec", READ_BOOT_COUNT), 15.0)
+                mpremote_argv(port, "exec", read), 15.0)
 
 
 def copy_step(plan: FlashPlan) -> Step:
-    prepare = PREPARE.format(package=json.dumps(PACKAGE), dirs=json.dumps(plan.directories))
+    prepare = board_script(
+        "flash_prepare", f"prepare({json.dumps(PACKAGE)}, {json.dumps(plan.directories)})"
+    )
     if plan.boot_count is not None:
         # Never lower than what the board holds: the counter must only go up.
-        prepare += READ_BOOT_COUNT.replace("n = 0", f"n = {plan.boot_count}").replace(
-            'print("BOOTCOUNT", n)', 'with open("bootcount", "w") as f:\n    f.write("%d\\n" % n)')
+        prepare += board_script(
+            "boot_count", f"write_boot_count(read_boot_count({plan.boot_count}))"
+        )
     command: list[str] = ["exec", prepare]
     for f in plan.files:
         command += ["+", "fs", "cp", str(f.local), f":{f.remote}"]
@@ -178,7 +138,8 @@ def copy_step(plan: FlashPlan) -> Step:
 
 
 def verify_step(port: str) -> Step:
-    return Step("verify", "list the board's files", mpremote_argv(port, "exec", LISTING), 120.0)
+    listing = board_script("list_files", 'walk("")')
+    return Step("verify", "list the board's files", mpremote_argv(port, "exec", listing), 120.0)
 
 
 def wait_step(port: str) -> Step:

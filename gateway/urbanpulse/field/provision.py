@@ -34,7 +34,7 @@ from .boardconfig import (
     simulated_sensors,
     standard_sensors,
 )
-from .bundle import BundleError, firmware_source, micropython_binary
+from .bundle import SCRIPTS, BundleError, firmware_source, micropython_binary
 
 PASSWORD_BYTES = 18  # 24 URL-safe characters
 MOSQUITTO_PASSWD_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
@@ -85,25 +85,6 @@ class Provisioned:
 
 
 # -- validation by the firmware itself -----------------------------------------------------
-VALIDATE_SCRIPT = """\
-import sys
-from urbanpulse_fw import config
-try:
-    c = config.load(sys.argv[1])
-except config.ConfigError as e:
-    print("INVALID", e)
-    sys.exit(3)
-# The board checks each sensor entry when it builds its sensors (a bad one is skipped and
-# reported): build them here too, on the host's bus stand-ins, so none would be skipped.
-from urbanpulse_fw import sensors
-made, errors = sensors.build(c["sensors"], c["kind"], c["sample_interval_s"])
-if errors:
-    print("INVALID", "; ".join(errors))
-    sys.exit(3)
-print("VALID")
-"""
-
-
 def validate_with_firmware(config_text: str, firmware: Path | None = None) -> None:
     """Run the firmware's ``config.load`` under MicroPython on this text: what the board would
     say at start. Raises ProvisionError with the board's own message if it refuses it."""
@@ -117,13 +98,11 @@ def validate_with_firmware(config_text: str, firmware: Path | None = None) -> No
     with tempfile.TemporaryDirectory(prefix="urbanpulse-validate-") as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(config_text, encoding="utf-8")
-        script = Path(tmp) / "validate.py"
-        script.write_text(VALIDATE_SCRIPT, encoding="utf-8")
         env = dict(os.environ)
         # As in the fleet: host stand-ins for ESP32-only modules, then the firmware.
         env["MICROPYPATH"] = f"{fw / 'host'}:{fw}"
         result = subprocess.run(
-            [micropython, str(script), str(path)],
+            [micropython, str(fw / SCRIPTS / "validate_config.py"), str(path)],
             capture_output=True, text=True, env=env, timeout=60, check=False,
         )
     out = result.stdout.strip()

@@ -23,7 +23,8 @@ from urbanpulse.config import Settings
 from urbanpulse.influx.writer import PointWriter
 from urbanpulse.registry.devices import Registry
 
-from .engine import KpiEngine, Reader, RunReport
+from .context import Reader
+from .engine import KpiEngine, RunReport
 
 log = logging.getLogger("urbanpulse.kpi")
 
@@ -72,8 +73,13 @@ class KpiJob:
         return True
 
     def start(self) -> None:
+        """Run every ``interval_s`` in a thread, the first run one interval from now: at the
+        gateway's start the stored data lags (the broker's backlog and the spool are stored
+        first, boards reconnect), and a "now" KPI computed then would report boards offline
+        that are not."""
         if not self.enabled or self._thread is not None:
             return
+        self._next_due = time.monotonic() + self.interval_s
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="kpi", daemon=True)
         self._thread.start()

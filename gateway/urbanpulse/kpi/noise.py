@@ -6,9 +6,11 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from .windows import Window, local_instant_ms
+from .context import Fields, RunContext, between, clean, level_tags
+from .windows import HOUR_MS, Window, local_day_window, local_instant_ms
 
 
 def energetic_mean(levels: Iterable[float]) -> float | None:
@@ -92,3 +94,54 @@ def noise_day(
     if ld is not None and le is not None and ln is not None:
         den = lden(ld, le, ln, (hours[0], hours[1], hours[2]))
     return NoiseDay(ld, le, ln, den, count, (hours[0], hours[1], hours[2]))
+
+
+# -- the run step: hourly LAeq per device and site, daily Lden -------------------------
+def hourly(ctx: RunContext, span: Window) -> None:
+    rows = ctx.raw("noise", ("laeq", "lamax", "lamin"), span.start, span.end)
+    for h in range(span.start, span.end, HOUR_MS):
+        per_device: dict[str, Fields] = {}
+        for device_id, values in rows.items():
+            inside = between(values, h, h + HOUR_MS)
+            if not inside:
+                continue
+            fields = _noise_fields(inside)
+            per_device[device_id] = fields
+            ctx.emit("kpi_noise_hourly", ctx.device_tags(ctx.devices[device_id]),
+                      fields, h)
+        for (district, site), members in ctx.sites(per_device).items():
+            laeqs = [float(per_device[m]["laeq"]) for m in members if "laeq" in per_device[m]]
+            maxs = [float(per_device[m]["lamax"]) for m in members if "lamax" in per_device[m]]
+            mins = [float(per_device[m]["lamin"]) for m in members if "lamin" in per_device[m]]
+            ctx.emit("kpi_noise_hourly", level_tags("site", district, site), {
+                "laeq": energetic_mean(laeqs),
+                "lamax": max(maxs) if maxs else None,
+                "lamin": min(mins) if mins else None,
+                "samples": sum(float(per_device[m]["samples"]) for m in members),
+            }, h)
+
+
+def daily(ctx: RunContext, day: date, periods: DayPeriods) -> None:
+    window = local_day_window(day, ctx.tz)
+    rows = ctx.raw("noise", ("laeq",), window.start, window.end)
+    for device_id, values in rows.items():
+        samples = [(int(r[0]), float(r[1])) for r in values if r[1] is not None]
+        if not samples:
+            continue
+        result = noise_day(samples, day, ctx.tz, periods)
+        ctx.emit("kpi_noise_daily", ctx.device_tags(ctx.devices[device_id]), {
+            "lden": result.lden, "lday": result.lday, "levening": result.levening,
+            "lnight": result.lnight, "samples": result.samples,
+        }, window.start)
+
+
+def _noise_fields(rows: Sequence[Sequence[Any]]) -> Fields:
+    laeq = [float(r[1]) for r in rows if r[1] is not None]
+    lamax = [float(r[2]) for r in rows if r[2] is not None]
+    lamin = [float(r[3]) for r in rows if r[3] is not None]
+    return clean({
+        "laeq": energetic_mean(laeq),
+        "lamax": max(lamax) if lamax else None,
+        "lamin": min(lamin) if lamin else None,
+        "samples": len(rows),
+    })

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .windows import Window, state_intervals, total_ms
+from .context import RunContext
+from .windows import HOUR_MS, Window, hour_window, state_intervals, total_ms
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,46 @@ def occupancy(bays: Iterable[BayTime]) -> float | None:
         occupied += bay.occupied_ms
         known += bay.known_ms
     return occupied / known if known else None
+
+
+# -- the run step: hourly occupancy, bays free now -------------------------------------
+def hourly(ctx: RunContext, span: Window) -> None:
+    carry = ctx.carry_ms("parking")
+    rows = ctx.raw("parking", ("occupied",), span.start - carry, span.end)
+    states = {d: [(int(r[0]), bool(r[1])) for r in v if r[1] is not None]
+              for d, v in rows.items()}
+    for h in range(span.start, span.end, HOUR_MS):
+        window = ctx.effective(hour_window(h))
+        if window.end <= window.start:
+            continue
+        bays: dict[str, BayTime] = {}
+        for device_id, samples in states.items():
+            bay = bay_time(samples, window, ctx.hold_ms(ctx.devices[device_id]))
+            if bay.known_ms > 0:
+                bays[device_id] = bay
+                ctx.emit("kpi_parking_hourly", ctx.device_tags(ctx.devices[device_id]),
+                          {"occupancy": occupancy([bay]), "bays": 1}, h)
+        for tags, members in ctx.groups(bays):
+            ctx.emit("kpi_parking_hourly", tags, {
+                "occupancy": occupancy(bays[m] for m in members),
+                "bays": len(members),
+            }, h)
+
+
+def now(ctx: RunContext) -> None:
+    carry = ctx.carry_ms("parking")
+    if not carry:
+        return
+    rows = ctx.raw("parking", ("occupied",), ctx.now - carry, ctx.now + 1)
+    occupied: dict[str, bool] = {}
+    for device_id, values in rows.items():
+        since = ctx.now - ctx.hold_ms(ctx.devices[device_id])
+        fresh = [r for r in values if r[1] is not None and r[0] >= since]
+        if fresh:
+            occupied[device_id] = bool(fresh[-1][1])
+    for tags, members in ctx.groups(occupied):
+        taken = sum(occupied[m] for m in members)
+        ctx.emit("kpi_parking_now", tags, {
+            "occupied": taken, "free": len(members) - taken, "reporting": len(members),
+            "occupancy": taken / len(members),
+        }, ctx.now)

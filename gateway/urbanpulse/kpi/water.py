@@ -6,6 +6,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from urbanpulse.contract.lineprotocol import FieldValue
+
+from .context import RunContext, between, time_range
+from .windows import HOUR_MS, Window
+
 
 @dataclass(frozen=True)
 class WaterWindow:
@@ -48,3 +53,34 @@ def crossings(
                 out.append(Crossing(t, "down", level))
         previous = level
     return out
+
+
+# -- the run step: hourly level and rise, threshold crossings --------------------------
+def hourly(ctx: RunContext, span: Window) -> None:
+    carry = ctx.carry_ms("water")
+    rows = ctx.raw("water", ("water_level",), span.start - carry, span.end)
+    # Crossing events of the recomputed span are replaced, not added to.
+    ctx.deletes.append(
+        f'DELETE FROM "kpi_water_crossing" WHERE {time_range(span.start, span.end)}'
+    )
+    for device_id, values in rows.items():
+        d = ctx.devices[device_id]
+        levels = [(int(r[0]), float(r[1])) for r in values if r[1] is not None]
+        threshold = d.threshold_cm
+        for h in range(span.start, span.end, HOUR_MS):
+            inside = between(levels, h, h + HOUR_MS)
+            result = water_window(inside)
+            if result is None:
+                continue
+            fields: dict[str, FieldValue | None] = {
+                "water_level": result.level, "level_max": result.level_max,
+                "rise_cm_h": result.rise_cm_h,
+            }
+            if threshold is not None:
+                fields.update(threshold_cm=threshold, above=result.level >= threshold)
+            ctx.emit("kpi_water", ctx.device_tags(d), fields, h)
+        if threshold is not None:
+            for c in crossings(levels, threshold, span.start):
+                ctx.emit("kpi_water_crossing", ctx.device_tags(d), {
+                    "direction": c.direction, "water_level": c.level, "threshold_cm": threshold,
+                }, c.t)
