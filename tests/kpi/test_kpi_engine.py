@@ -6,146 +6,34 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from support.services import Services, free_port, influx_query, influx_write
-from urbanpulse.config import Settings, load_settings
+from support.kpi_city import (
+    AMS,
+    DAY10,
+    DAY11,
+    NOW,
+    REGISTRY,
+    START,
+    City,
+    H,
+    M,
+    local_hour,
+    make_city,
+    store,
+)
+from support.services import Services, influx_query, influx_write
+from support.services import points_by_time as kpi
+from urbanpulse.config import Settings
 from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.kpi.engine import KpiEngine
 from urbanpulse.kpi.job import KpiJob
 from urbanpulse.registry.devices import Registry, load_registry
-
-AMS = ZoneInfo("Europe/Amsterdam")
-H = 3_600_000
-M = 60_000
-
-REGISTRY = """device_id,kind,district,site,lat,lon,interval_s,threshold_cm
-air-n-01,air,north,Town Hall,52.37,4.89,600,
-air-n-02,air,north,Town Hall,52.37,4.89,600,
-noise-n-01,noise,north,Town Hall,52.37,4.89,600,
-park-c-01,parking,centre,Market,,,300,
-park-c-02,parking,centre,Market,,,300,
-traf-c-01,traffic,centre,Ring,,,300,
-lamp-s-01,streetlight,south,,52.3676,4.9041,600,
-water-s-01,water,south,Harbour,,,600,150
-"""
-
-NOW = int(datetime(2026, 6, 10, 23, 30, tzinfo=UTC).timestamp() * 1000)  # 01:30 local, 11 June
-START = NOW - 27 * H - 30 * M  # 2026-06-09T20:00Z: the AQI of 20Z needs 23 hours before
-DAY10 = int(datetime(2026, 6, 10, tzinfo=AMS).timestamp() * 1000)  # local midnight
-DAY11 = DAY10 + 24 * H
-
-
-def local_hour(t: int) -> float:
-    d = datetime.fromtimestamp(t / 1000, AMS)
-    return d.hour + d.minute / 60
-
-
-def lamp_on(t: int) -> bool:
-    """Lamps burn 22:30-05:00 local (sunset 22:0x, sunrise 05:1x: right, within the 30 min
-    margin) and 12:00-13:00 local (a daylight fault)."""
-    h = local_hour(t)
-    return h >= 22.5 or h < 5 or 12 <= h < 13
-
-
-@dataclass
-class City:
-    raw: dict[str, list[tuple[int, dict[str, Any]]]]
-    meter: dict[int, float]  # the lamp's true cumulative energy at each reading
-    lost_wh: float  # used between the last reading and the reset: no reading ever showed it
-
-
-def make_city() -> City:
-    rng = random.Random(7)
-    raw: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-
-    def every(step_ms: int, stop: int = NOW) -> range:
-        return range(START, stop, step_ms)
-
-    for device_id, base in (("air-n-01", 20.0), ("air-n-02", 12.0)):
-        stop = NOW - 40 * M if device_id == "air-n-02" else NOW  # goes silent at 22:50Z
-        rows = []
-        for t in every(10 * M, stop):
-            # air-n-02 misses half its samples in the hour 21Z (23:00 local, 10 June).
-            if device_id == "air-n-02" and NOW - 150 * M <= t < NOW - 90 * M and t % (20 * M):
-                continue
-            rows.append((t, {"pm25": round(base + rng.uniform(-5, 5), 1),
-                             "pm10": round(2 * base + rng.uniform(-5, 5), 1),
-                             "temperature": round(15 + rng.uniform(0, 5), 2)}))
-        raw[device_id] = rows
-    raw["noise-n-01"] = [(t, {"laeq": round(50 + 15 * rng.random(), 1),
-                              "lamax": round(70 + 10 * rng.random(), 1),
-                              "lamin": round(35 + 5 * rng.random(), 1)})
-                         for t in every(10 * M)]
-    for device_id in ("park-c-01", "park-c-02"):
-        raw[device_id] = [(t, {"occupied": rng.random() < 0.6}) for t in every(5 * M)]
-    raw["traf-c-01"] = [(t, {"vehicles": float(rng.randint(0, 40)), "period_s": 300.0})
-                        for t in every(5 * M)]
-    # The lamp's meter counts 100 W while on; it is reset at 02:05 local on 10 June.
-    reset_at = int(datetime(2026, 6, 10, 2, 5, tzinfo=AMS).timestamp() * 1000)
-    cum = offset = lost = 0.0
-    meter: dict[int, float] = {}
-    rows = []
-    previous: int | None = None
-    for t in every(10 * M):
-        if previous is not None and lamp_on(previous):
-            cum += 100 * (t - previous) / H
-        if previous is not None and previous < reset_at <= t:
-            offset = cum - 100 * (t - reset_at) / H if lamp_on(previous) else cum
-            lost = 100 * (reset_at - previous) / H if lamp_on(previous) else 0.0
-        meter[t] = cum
-        rows.append((t, {"lamp_on": lamp_on(t), "power": 100.0 if lamp_on(t) else 0.0,
-                         "energy": round(cum - offset, 6)}))
-        previous = t
-    raw["lamp-s-01"] = rows
-    # A tidal river: through the alert level (150 cm) and back every 3 hours.
-    raw["water-s-01"] = [
-        (t, {"water_level": round(140 + 20 * math.sin(2 * math.pi * (t - START) / (3 * H)), 2)})
-        for t in every(10 * M)]
-    return City(raw, meter, lost)
-
-
-MEASUREMENT_OF = {"pm25": "air_quality", "pm10": "air_quality", "temperature": "air_quality",
-                  "laeq": "noise", "lamax": "noise", "lamin": "noise", "occupied": "parking",
-                  "vehicles": "traffic", "period_s": "traffic", "lamp_on": "streetlight",
-                  "power": "streetlight", "energy": "streetlight", "water_level": "water"}
-
-
-def store(services: Services, registry: Registry,
-          rows: dict[str, list[tuple[int, dict[str, Any]]]]) -> None:
-    lines = []
-    for device_id, samples in rows.items():
-        registered = registry.get(device_id)
-        assert registered is not None
-        for t, fields in samples:
-            by_m: dict[str, dict[str, Any]] = {}
-            for k, v in fields.items():
-                by_m.setdefault(MEASUREMENT_OF[k], {})[k] = v
-            for m, f in by_m.items():
-                lines.append(encode_point(m, registered.device.tags, f, t))
-    for i in range(0, len(lines), 5000):
-        influx_write(services, "\n".join(lines[i : i + 5000]))
-
-
-def kpi(services: Services, measurement: str, **tags: str) -> dict[int, dict[str, Any]]:
-    where = " AND ".join(f"\"{k}\" = '{v}'" for k, v in tags.items())
-    series = influx_query(services, f'SELECT * FROM "{measurement}" WHERE {where}')
-    out: dict[int, dict[str, Any]] = {}
-    for s in series:
-        for row in s["values"]:
-            out[int(row[0])] = dict(zip(s["columns"][1:], row[1:], strict=True))
-    return out
 
 
 @pytest.fixture
@@ -456,49 +344,6 @@ def test_recomputing_an_hour_replaces_its_water_crossings(
         len(data.raw["water-s-01"]) + 1)
 
 
-def test_kpi_run_once_command_and_the_periodic_job(influx: Services, tmp_path: Path) -> None:
-    registry_path = tmp_path / "devices.csv"
-    registry_path.write_text("device_id,kind,district,site\ntraf-e-01,traffic,east,Bridge\n")
-    config = tmp_path / "urbanpulse.toml"
-    config.write_text(f'[influx]\nurl = "{influx.influx_url}"\ndatabase = "{influx.database}"\n'
-                      '[registry]\npath = "devices.csv"\n[kpi]\ninterval_s = 0.2\n')
-    registry = load_registry(registry_path)
-    reg = registry.get("traf-e-01")
-    assert reg is not None
-    now = time.time_ns() // 1_000_000
-    hour = now - now % H
-    t = hour - 20 * M  # the previous hour: complete, in the lookback
-    influx_write(influx, encode_point("traffic", reg.device.tags,
-                                      {"vehicles": 42.0, "period_s": 600.0}, t))
-    result = subprocess.run(
-        [sys.executable, "-m", "urbanpulse", "kpi", "run", "--once", "--config", str(config)],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    assert "points in" in result.stdout
-    points = kpi(influx, "kpi_traffic_hourly", level="site", site="Bridge")
-    assert points[hour - H]["vehicles"] == 42 and points[hour - H]["flow_vph"] == 252
-
-    # The job the gateway runs: periodic, in its own thread, and a late sample re-counted.
-    job = KpiJob(load_settings(config), lambda: registry)
-    old = hour - 6 * H  # outside the 3-hour lookback
-    influx_write(influx, encode_point("traffic", reg.device.tags,
-                                      {"vehicles": 9.0, "period_s": 60.0}, old + M))
-    job.note_samples("traf-e-01", old + M, old + M)
-    job.start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            got = kpi(influx, "kpi_traffic_hourly", level="device", device_id="traf-e-01")
-            if old in got and job.runs >= 2:
-                break
-            time.sleep(0.1)
-        assert got[old]["vehicles"] == 9
-        assert job.runs >= 2 and job.failures == 0
-    finally:
-        job.stop()
-    assert not job.run_due(time.monotonic() - 3600)  # not due yet: nothing runs
-
-
 def test_late_windows_are_kept_while_the_gateway_still_holds_unstored_points(
     city: tuple[Services, City, Registry, Settings],
 ) -> None:
@@ -527,19 +372,3 @@ def test_late_windows_are_kept_while_the_gateway_still_holds_unstored_points(
     assert job.run_due(1e9)
     assert job.engine.dirty_hours == 0
     assert query()[old]["vehicles"] == before + 120
-
-
-def test_a_failed_run_keeps_the_late_windows_for_the_next_one(tmp_path: Path) -> None:
-    # An InfluxDB nobody listens on.
-    settings = Settings(influx={"url": f"http://127.0.0.1:{free_port()}", "timeout_s": 2})
-    registry = Registry()
-    job = KpiJob(settings, lambda: registry)
-    job.note_samples("traf-e-01", NOW - 30 * H, NOW - 28 * H)
-    assert job.engine.dirty_hours == 3
-    assert job.run_due(0.0)  # runs, fails, logs
-    assert job.failures == 1 and job.runs == 0
-    assert job.engine.dirty_hours == 3  # kept for the next run
-    disabled = Settings(kpi={"enabled": False})
-    off = KpiJob(disabled, lambda: registry)
-    off.note_samples("traf-e-01", NOW, NOW)
-    assert not off.run_due(1e9) and off.engine.dirty_hours == 0

@@ -195,3 +195,14 @@ def clear_retained(s: Services, timeout_s: float = 5.0) -> int:
         client.loop_stop()
         client.disconnect()
     return len(retained)
+
+
+def points_by_time(services: Services, measurement: str, **tags: str) -> dict[int, dict[str, Any]]:
+    """``measurement``'s points with these tag values: time (ms) -> fields."""
+    where = " AND ".join(f"\"{k}\" = '{v}'" for k, v in tags.items())
+    series = influx_query(services, f'SELECT * FROM "{measurement}" WHERE {where}')
+    out: dict[int, dict[str, Any]] = {}
+    for s in series:
+        for row in s["values"]:
+            out[int(row[0])] = dict(zip(s["columns"][1:], row[1:], strict=True))
+    return out
