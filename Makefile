@@ -39,8 +39,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# ruff, and the architecture: layers, base dependencies of the service, no import circles
+# (import-linter's contracts in pyproject.toml; the firmware package is found on firmware/).
 lint: venv
 	$(BIN)/ruff check .
+	PYTHONPATH=firmware $(BIN)/lint-imports
 
 $(MPY_STUBS)/.installed: $(VENV)/.installed
 	$(BIN)/pip install -q --no-user --target $(MPY_STUBS) 'micropython-esp32-stubs==1.29.*'

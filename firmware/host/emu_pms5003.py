@@ -45,7 +45,7 @@ class Chip:
 
     def rx(self, b):
         # Commands: 42 4D, command, data (2 bytes), 16-bit sum. E4 00 00: sleep, E4 00 01: wake.
-        if len(b) == 7 and b[:2] == b"\x42\x4d" and sum(b[:5]) == b[5] << 8 | b[6]:
-            if b[2] == 0xE4:
-                self.sleeping = not b[4]
-                self.commands.append(b[4])
+        if (len(b) == 7 and b[:2] == b"\x42\x4d" and sum(b[:5]) == b[5] << 8 | b[6]
+                and b[2] == 0xE4):
+            self.sleeping = not b[4]
+            self.commands.append(b[4])

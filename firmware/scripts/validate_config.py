@@ -12,7 +12,7 @@ except config.ConfigError as e:
     sys.exit(3)
 # The board checks each sensor entry when it builds its sensors (a bad one is skipped and
 # reported): build them here too, on the host's bus stand-ins, so none would be skipped.
-from urbanpulse_fw import sensors  # noqa: E402
+from urbanpulse_fw import sensors
 
 made, errors = sensors.build(c["sensors"], c["kind"], c["sample_interval_s"])
 if errors:

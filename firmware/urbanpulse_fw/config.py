@@ -22,14 +22,15 @@
 # "config_error") and the board still connects so that it can be fixed remotely.
 #
 # Resilience keys (optional): "max_flash_bytes" (flash spool for unsent samples, default
-# 262144 on a board, 0 = none on the host unless deep sleep), "health_interval_s" (default 300), "watchdog_s" (hardware watchdog
-# timeout, default 60 on a board, 0 = off on the host), "rollback_s" (a config set remotely must reach the broker
-# within this long or config.bak comes back, default 600), "led_pin" (status LED for
-# "identify", default 2 on a board), "battery": {"pin": 35, "ratio": 2.0} (ADC pin and
-# voltage divider ratio of a battery board, default null), "deep_sleep": {"wake_s": 300,
-# "publish_every": 6} (battery boards: sleep between samples; default null), and on the host
-# only "host_clock": {"scale": 720, "start_ms": null} (time runs `scale` times faster; a
-# null start leaves the clock unset until the NTP stand-in sets it).
+# 262144 on a board, 0 = none on the host unless deep sleep), "health_interval_s" (default
+# 300), "watchdog_s" (hardware watchdog timeout, default 60 on a board, 0 = off on the host),
+# "rollback_s" (a config set remotely must reach the broker within this long or config.bak
+# comes back, default 600), "led_pin" (status LED for "identify", default 2 on a board),
+# "battery": {"pin": 35, "ratio": 2.0} (ADC pin and voltage divider ratio of a battery board,
+# default null), "deep_sleep": {"wake_s": 300, "publish_every": 6} (battery boards: sleep
+# between samples; default null), and on the host only "host_clock": {"scale": 720,
+# "start_ms": null} (time runs `scale` times faster; a null start leaves the clock unset until
+# the NTP stand-in sets it).
 #
 # Optional keys: "max_messages" (int or null: stop cleanly after that many telemetry messages
 # were acknowledged; for tests), "utc_offset_h" (local time for the simulated daily patterns,
@@ -39,7 +40,7 @@
 import json
 import sys
 
-KINDS = ("air", "noise", "traffic", "parking", "streetlight", "water", "soil")
+from urbanpulse_fw.sim import KINDS
 
 
 class ConfigError(ValueError):

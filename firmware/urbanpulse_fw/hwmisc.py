@@ -2,7 +2,6 @@
 # reset cause, deep sleep, RTC memory, watchdog, battery voltage, unique id, NTP.
 import os
 import sys
-import time
 
 import machine
 

@@ -15,18 +15,21 @@ import time
 
 from urbanpulse_fw import SCRATCH
 
-if False:  # for type checkers only: no typing module on the board
-    from typing import Any
+if False:  # for type checkers only: no typing module on the board, const() is the compiler's own
+    from typing import Any  # noqa: F401  (used in type comments)
+
+    from micropython import const
 
 # First bytes (type << 4 | flags) of the packets a client reads.
-CONNACK = 0x20
-PUBLISH = 0x30
-PUBACK = 0x40
-SUBACK = 0x90
-DUP = 0x08  # PUBLISH flag: possibly a redelivery
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBACK = const(0x90)
+_DUP = const(0x08)  # PUBLISH flag: possibly a redelivery
 
-REFUSED = ("", "unacceptable protocol version", "identifier rejected", "server unavailable",
-           "bad user name or password", "not authorized")  # CONNACK return codes 1..5
+_REFUSED = const(("", "unacceptable protocol version", "identifier rejected",
+                  "server unavailable", "bad user name or password",
+                  "not authorized"))  # CONNACK return codes 1..5
 
 
 class MQTTError(Exception):
@@ -110,7 +113,7 @@ def publish_header(topic, n, qos=0, retain=False, pid=0, dup=False):
     b = encode_str(topic)
     if qos:
         b += struct.pack("!H", pid)
-    out = bytearray([PUBLISH | qos << 1 | (1 if retain else 0) | (DUP if dup else 0)])
+    out = bytearray([_PUBLISH | qos << 1 | (1 if retain else 0) | (_DUP if dup else 0)])
     out += encode_length(len(b) + n)
     out += b
     return out
@@ -125,13 +128,12 @@ def parse_publish(first, body):
     if qos:
         pid = struct.unpack("!H", body[n:n + 2])[0]
         n += 2
-    return topic, bytes(body[n:]), qos, bool(first & 1), bool(first & DUP), pid
+    return topic, bytes(body[n:]), qos, bool(first & 1), bool(first & _DUP), pid
 
 
 # Receive buffer: the package's scratch, allocated once (a reconnect on a long-running board's
 # fragmented heap may not find 256 bytes in one piece).
-_rbuf = SCRATCH
-_rmv = memoryview(_rbuf)
+_rmv = memoryview(SCRATCH)
 
 
 class Client:
@@ -225,7 +227,7 @@ class Client:
         s = self.sock
         s.setblocking(False)
         try:
-            n = s.readinto(_rbuf)
+            n = s.readinto(SCRATCH)
         finally:
             s.setblocking(True)
             s.settimeout(self.timeout_ms / 1000)
@@ -283,11 +285,11 @@ class Client:
                 p = self._packet()
             if p is None:
                 raise MQTTError("no CONNACK within %d ms" % self.timeout_ms)
-            if p[0] != CONNACK or len(p[1]) != 2:
+            if p[0] != _CONNACK or len(p[1]) != 2:
                 raise MQTTError("expected CONNACK, got packet type %d" % (p[0] >> 4))
             n = p[1][1]
             if n:
-                r = REFUSED
+                r = _REFUSED
                 raise MQTTError("refused: " + (r[n] if n < len(r) else "code %d" % n))
         except (OSError, MQTTError) as e:
             self.close()
@@ -365,7 +367,7 @@ class Client:
                         self._last_rx = self._now()
                         self._ping_at = None  # any packet shows the connection is alive
                         kind = first & 0xF0
-                        if kind == PUBACK:
+                        if kind == _PUBACK:
                             pid = struct.unpack("!H", body[0:2])[0]
                             for i in range(len(self._inflight)):
                                 if self._inflight[i][0] == pid:
@@ -373,13 +375,13 @@ class Client:
                                     if self.on_puback:
                                         self.on_puback(pid)
                                     break
-                        elif kind == PUBLISH:
+                        elif kind == _PUBLISH:
                             p = parse_publish(first, body)
                             if p[2] == 1:
                                 self._send(b"\x40\x02" + struct.pack("!H", p[5]))  # PUBACK
                             if self.on_message:
                                 self.on_message(p[0], p[1], p[3])
-                        elif kind == SUBACK and self.on_suback:
+                        elif kind == _SUBACK and self.on_suback:
                             self.on_suback(struct.unpack("!H", body[0:2])[0], bytes(body[2:]))
                         # PINGRESP needs nothing more; other types are not sent to a client.
                         p = self._packet()
@@ -441,6 +443,6 @@ class Client:
                 return pid
 
     def _resend(self, e):
-        e[1][0] |= DUP
+        e[1][0] |= _DUP
         e[3] = self._now()
         self._send(e[1], e[2])

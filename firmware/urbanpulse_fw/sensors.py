@@ -8,18 +8,16 @@
 import gc
 import sys
 
-KINDS = ("air", "noise", "traffic", "parking", "streetlight", "water", "soil")
-
 
 def _sim(e, name, i, kind, seed, interval_s, offset):
+    from urbanpulse_fw import sim
+
     k = e.get("kind", kind)
-    if k not in KINDS:
-        raise ValueError("%s.kind: must be one of %s, got %r" % (name, ", ".join(KINDS), k))
+    if k not in sim.KINDS:
+        raise ValueError("%s.kind: must be one of %s, got %r" % (name, ", ".join(sim.KINDS), k))
     for key in e:
         if key not in ("type", "name", "interval_s", "kind"):
             raise ValueError("%s.%s: unknown key" % (name, key))
-    from urbanpulse_fw import sim
-
     s = sim.make(k, seed + 7919 * i, interval_s, offset)
     s.kind = k
     return s

@@ -9,18 +9,22 @@
 # segments are deleted once sent, or dropped when the spool is full. `spool/pos` holds how far
 # the oldest segment has been acknowledged (written to a temporary file, then renamed), so a
 # reboot does not send it again.
+#
+# The flash-file helpers (record framing, atomic replace) are here, where they are used at
+# run time; the modules loaded for a moment (spoolscan.py, spoolfirst.py, cfgtrial.py) import
+# them from here, and this module imports none of them at its top: no import circle.
 import binascii
 import os
 
 
-def _crc(b):
+def crc(b):
     return b"%08x" % (binascii.crc32(b) & 0xFFFFFFFF)
 
 
-def _valid(line):
+def valid(line):
     # JSON object, "*", 8 hex digits, "\n": anything else is a torn or corrupt record.
     return (len(line) > 12 and line[-10] == 42 and line[-1] == 10 and line[0] == 123
-            and _crc(line[:-10]) == line[-9:-1])
+            and crc(line[:-10]) == line[-9:-1])
 
 
 def replace(path, text):
@@ -53,7 +57,7 @@ class Spool:
         # What an earlier start left, by a module used once (its code would stay here).
         from urbanpulse_fw import hw, spoolscan
 
-        spoolscan.scan(self)
+        spoolscan.scan(self, valid)
         hw.unload("spoolscan")
 
     def _file(self, n):
@@ -76,9 +80,9 @@ class Spool:
                         n = self.segs[-1][0] + 1 if self.segs else 1
                         self.segs.append([n, 0, 0])
                         self.tail_open = True
-                    f = open(self._file(self.segs[-1][0]), "ab")
+                    f = open(self._file(self.segs[-1][0]), "ab")  # noqa: SIM115  (open across records)
                 f.write(s)
-                f.write(b"*" + _crc(s) + b"\n")
+                f.write(b"*" + crc(s) + b"\n")
                 seg = self.segs[-1]
                 seg[1] += len(s) + 10
                 seg[2] += 1
@@ -124,7 +128,7 @@ class Spool:
                     a = i = 0  # a: where the current line starts in mv
                     while i < top and k < n:
                         if mv[i] == 10:
-                            if not _valid(mv[a:i + 1]):
+                            if not valid(mv[a:i + 1]):
                                 if k:
                                     break  # torn: the next read starts at it
                                 bad += 1

@@ -3,7 +3,7 @@
 # moment only (its code would otherwise take heap for good).
 import os
 
-from urbanpulse_fw.spool import _crc, replace
+from urbanpulse_fw.spool import crc, replace
 
 
 def prepend(sp, part, i, end):
@@ -25,7 +25,7 @@ def prepend(sp, part, i, end):
             s = part(i)
             i += 1
             f.write(s)
-            f.write(b"*" + _crc(s) + b"\n")
+            f.write(b"*" + crc(s) + b"\n")
             seg[1] += len(s) + 10
             seg[2] += 1
     segs.insert(0, seg)

@@ -1,12 +1,11 @@
 # Reads what an earlier start left in the flash spool (spool.py): its segment files, how many
 # whole records each holds, and how far the oldest was acknowledged. Used once per start by
-# Spool(), then unloaded: its code would otherwise stay in RAM for nothing.
+# Spool(), then unloaded: its code would otherwise stay in RAM for nothing. Imports nothing
+# from the firmware: Spool() hands it the record check (spool.valid), so no import circle.
 import os
 
-from urbanpulse_fw.spool import _valid
 
-
-def scan(sp):
+def scan(sp, valid):
     try:
         os.mkdir(sp.path)
     except OSError:
@@ -33,7 +32,7 @@ def scan(sp):
                 line = f.readline()
                 if not line:
                     break
-                if _valid(line):
+                if valid(line):
                     k += 1
         if not sp.segs:
             sp.pos = start

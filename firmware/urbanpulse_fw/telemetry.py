@@ -8,7 +8,7 @@
 from urbanpulse_fw import SCRATCH
 
 if False:  # for type checkers only: no typing module on the board
-    from typing import Any
+    from typing import Any  # noqa: F401  (used in type comments)
 
 # RAM taken by one buffered sample besides its bytes: its offset in the outbox (a list slot:
 # 8 bytes on a 64-bit port, 4 on the ESP32), so that the budget is about RAM.
@@ -27,8 +27,7 @@ def format_float(x):
 # Scratch for building one sample, allocated once: a sample is then copied out in a single
 # allocation instead of a list, a joined str, its bytes and a stamped copy (those short-lived
 # ~150-byte blocks between long-lived samples fragmented a 64 KiB heap).
-_buf = SCRATCH
-_mv = memoryview(_buf)
+_mv = memoryview(SCRATCH)
 
 
 def _value(x):
@@ -47,7 +46,7 @@ def encode(head, fields):
     alone), then fields, (name, value) pairs with bool, int or float values. Non-finite
     floats are left out: JSON has no NaN, the contract forbids it. A memoryview into the
     scratch buffer, valid until the next call (Outbox.add copies it)."""
-    b = _buf
+    b = SCRATCH
     n = len(head)
     b[0:n] = head
     for name, x in fields:
@@ -146,7 +145,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.buf = None
         self.mv = None  # type: Any
-        self.buf = bytearray(max(max_bytes, len(_buf)))
+        self.buf = bytearray(max(max_bytes, len(SCRATCH)))
         self.mv = memoryview(self.buf)
         # offs[i]: where the i-th oldest sample starts; offs[count]: the bytes in use. Even the
         # smallest sample (about 36 bytes) costs 36 + SAMPLE_OVERHEAD of the budget.

@@ -6,7 +6,7 @@ import time
 from urbanpulse_fw import FW_VERSION, hw, mqtt
 
 if False:  # for type checkers only: no typing module on the board
-    from typing import Any
+    from typing import Any  # noqa: F401  (used in type comments)
 
 OFFLINE = b'{"state":"offline"}'
 

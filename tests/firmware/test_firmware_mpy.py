@@ -18,61 +18,36 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from urbanpulse.contract.vocabulary import (
-    KIND_MEASUREMENTS,
-    MAX_PAYLOAD_BYTES,
-    MAX_SAMPLES_PER_MESSAGE,
-    MIN_TIMESTAMP_MS,
-    VOCABULARY,
-)
-from urbanpulse.devtools import hostboard
-
-from support.paths import REPO
 from support.hostboards import (
     DRIVER_FIELDS,
-    Board,
-    Broker,
     FIRMWARE,
     HEAP,
     MPY_TESTS,
     OFFLINE,
     RUNNER,
-    Received,
+    Board,
+    Broker,
     Recorder,
-    board_config,
-    boards,
-    broker,
     check_board_messages,
-    firmware_bundle,
-    flash_samples,
-    is_int,
     micropython_binary,
-    mosquitto_binary,
     retained,
-    sample_t,
-    session_broker,
     statuses,
     telemetry_problems,
 )
+from support.paths import REPO
 from support.waiting import wait_until
-from support.services import free_port
-
+from urbanpulse.contract.vocabulary import (
+    VOCABULARY,
+)
+from urbanpulse.devtools import hostboard
 
 # --- MicroPython checks --------------------------------------------------------------------
 

@@ -31,9 +31,8 @@ from support.hostboards import (
     statuses,
     telemetry_problems,
 )
-from support.waiting import wait_until
 from support.services import free_port
-
+from support.waiting import wait_until
 
 EXIT_RESET = 3
 EXIT_DEEPSLEEP = 4

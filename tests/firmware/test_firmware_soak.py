@@ -1,12 +1,12 @@
 """A day of sampling with every kind's real sensor drivers, in the heap a board gets.
 
 One board per kind, all at once, each with the drivers the fleet gives that kind
-(``urbanpulse.devtools.fleet.DRIVER_SENSORS``) talking to the host's emulated chips (their own process,
-firmware/host/emuserver.py), the compiled bundle in ``micropython -X heapsize=64k``, what the
-fleet gives every board (nothing bigger hides a failure here). Time runs 720 times faster
-(the host-only ``host_clock``): 24 h of sampling every 30 s in about two minutes, with the
-broker gone for 30 minutes after 8 h. Per board: every sample taken arrives exactly once (or,
-taken in the last moment, waits in the flash spool for the next start), seq without gaps,
+(``urbanpulse.devtools.fleet.DRIVER_SENSORS``) talking to the host's emulated chips (their own
+process, firmware/host/emuserver.py), the compiled bundle in ``micropython -X heapsize=64k``,
+what the fleet gives every board (nothing bigger hides a failure here). Time runs 720 times
+faster (the host-only ``host_clock``): 24 h of sampling every 30 s in about two minutes, with
+the broker gone for 30 minutes after 8 h. Per board: every sample taken arrives exactly once
+(or, taken in the last moment, waits in the flash spool for the next start), seq without gaps,
 valid contract messages with the kind's driver fields, no MemoryError, the least free heap in
 health above 1000 bytes, no driver fault, and the outage went through the flash spool.
 
@@ -33,10 +33,8 @@ from support.hostboards import (
     statuses,
     telemetry_problems,
 )
-
 from urbanpulse.devtools import hostboard
 from urbanpulse.devtools.fleet import DRIVER_SENSORS, HEAP
-
 
 SCALE = 720  # board time per real time: a day in 2 minutes
 DAY_MS = 86_400_000

@@ -75,7 +75,7 @@ def test_missing_keys_named():
 
 def test_device_id_rules():
     for dev in ("ab", "Air-1", "1air", "air_1", "a" * 33, "air n", ""):
-        bad(lambda r: r.__setitem__("device_id", dev), "device_id")
+        bad(lambda r, dev=dev: r.__setitem__("device_id", dev), "device_id")
     bad(lambda r: r.__setitem__("device_id", 17), "device_id")
     for dev in ("abc", "a" * 32, "air-n-001", "x-1-"):
         raw = example()

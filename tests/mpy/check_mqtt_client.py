@@ -179,7 +179,7 @@ def test_inflight_resent_with_dup_after_reconnect():
 
 
 def test_packet_ids_skip_inflight_and_wrap():
-    c, sock = connected_client()
+    c, _sock = connected_client()
     c._pid = 65534
     eq(c.publish("t", b"", qos=1), 65535, "last id")
     eq(c.publish("t", b"", qos=1), 1, "wraps to 1, never 0")
@@ -256,7 +256,7 @@ def test_suback_reported():
     got = []
     c.on_suback = lambda pid, granted: got.append((pid, granted))
     pid = c.subscribe("city/dev-1/cmd", 1)
-    first, body = sock.packets()[-1]
+    first, _body = sock.packets()[-1]
     eq(first, 0x82, "SUBSCRIBE")
     sock.rx.append(b"\x90\x03" + bytes([0, pid]) + b"\x01")
     c.poll(0)

@@ -88,7 +88,7 @@ def test_parse_publish_round_trip():
     for qos in (0, 1):
         for retain in (False, True):
             pkt = bytes(codec.publish_header("city/x/cmd", 4, qos, retain, 99, qos == 1)) + b"ping"
-            n, start = codec.decode_length(pkt)
+            _n, start = codec.decode_length(pkt)
             got = codec.parse_publish(pkt[0], pkt[start:])
             eq(got, ("city/x/cmd", b"ping", qos, retain, qos == 1, 99 if qos else 0), "parse")
 

@@ -2,7 +2,7 @@
 import json
 
 from mpytest import encode_sample, eq
-from urbanpulse_fw import sim, telemetry
+from urbanpulse_fw import sim
 
 # CONTRACT.md v1 vocabulary: field -> (min, max), None = unbounded; "bool" = true/false.
 # tests/test_firmware_mpy.py checks that this table equals gateway/urbanpulse/vocabulary.py.
@@ -73,10 +73,7 @@ def run_day(kind, seed, start_ms, step_s, hours=24, keep=None):
 
 
 def _in(h, ranges):
-    for lo, hi in ranges:
-        if lo <= h < hi:
-            return True
-    return False
+    return any(lo <= h < hi for lo, hi in ranges)
 
 
 def hour_of(t):
@@ -168,7 +165,7 @@ def test_traffic_rush_hours_and_period():
             elif 7.5 <= h < 8.5:
                 rush.append(d["vehicles"])
     assert mean(rush) > 4 * mean(night), (mean(night), mean(rush))
-    for t, d in run_day("traffic", 1, MIDNIGHTS[1], 0.2, hours=0.01):
+    for _t, d in run_day("traffic", 1, MIDNIGHTS[1], 0.2, hours=0.01):
         eq(d["period_s"], 1, "never below the contract's 1 s")
 
 

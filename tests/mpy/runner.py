@@ -27,10 +27,7 @@ def _setup_path():
 
 def run(module_name, only=None):
     mod = __import__(module_name)
-    if only:
-        names = [only]
-    else:
-        names = sorted(n for n in dir(mod) if n.startswith("test_"))
+    names = [only] if only else sorted(n for n in dir(mod) if n.startswith("test_"))
     failed = 0
     for name in names:
         try:

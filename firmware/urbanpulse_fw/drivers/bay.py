@@ -7,6 +7,19 @@ import time
 
 from urbanpulse_fw.drivers import base
 
+if False:  # for type checkers only: const() is the compiler's own (an import would cost heap)
+    from micropython import const
+
+# QMC5883L registers (datasheet 9.2) and status bits.
+_REG_DATA = const(0x00)  # 0x00..0x05: X, Y, Z, 16 bits each, little-endian
+_REG_STATUS = const(0x06)
+_DRDY = const(0x01)  # new data ready
+_OVL = const(0x02)  # overflow
+_REG_CONTROL = const(0x09)
+_REG_SET_RESET = const(0x0B)
+_REG_ID = const(0x0D)
+_CHIP_ID = const(0xFF)
+
 STALE_MS = 5000
 
 
@@ -30,10 +43,10 @@ class Sensor(base.Sensor):
 
     def setup(self):
         i2c, a = self.i2c, self.addr
-        if i2c.readfrom_mem(a, 0x0D, 1)[0] != 0xFF:
+        if i2c.readfrom_mem(a, _REG_ID, 1)[0] != _CHIP_ID:
             return "chip_id"
-        i2c.writeto_mem(a, 0x0B, b"\x01")  # SET/RESET period, as the datasheet recommends
-        i2c.writeto_mem(a, 0x09, b"\x1d")  # continuous, 200 Hz, 8 gauss, oversampling 512
+        i2c.writeto_mem(a, _REG_SET_RESET, b"\x01")  # SET/RESET period, as the datasheet recommends
+        i2c.writeto_mem(a, _REG_CONTROL, b"\x1d")  # continuous, 200 Hz, 8 gauss, oversampling 512
         self.ready = True
         return None
 
@@ -47,15 +60,15 @@ class Sensor(base.Sensor):
             self.at = now
             return
         i2c, a = self.i2c, self.addr
-        st = i2c.readfrom_mem(a, 0x06, 1)[0]
-        if not st & 1:
+        st = i2c.readfrom_mem(a, _REG_STATUS, 1)[0]
+        if not st & _DRDY:
             # No new data (200 per second when measuring): after 2 s it lost its settings
             # (a brown-out of the chip alone), so set it up again.
             if time.ticks_diff(now, self.at) > 2000:
                 self.ready = False
             return
-        d = i2c.readfrom_mem(a, 0x00, 6)
-        if st & 2:
+        d = i2c.readfrom_mem(a, _REG_DATA, 6)
+        if st & _OVL:
             return  # overflow: field beyond the range, not a valid reading
         v = (_s16(d, 0), _s16(d, 2), _s16(d, 4))
         self.at = now

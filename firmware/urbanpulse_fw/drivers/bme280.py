@@ -6,6 +6,24 @@ import time
 
 from urbanpulse_fw.drivers import base
 
+if False:  # for type checkers only: const() is the compiler's own (an import would cost heap)
+    from micropython import const
+
+# Registers (datasheet 5.3) and their bits.
+_REG_ID = const(0xD0)
+_CHIP_ID = const(0x60)
+_REG_CALIB = const(0x88)  # 0x88..0xA1: T1..T3, P1..P9, H1
+_REG_CALIB_H = const(0xE1)  # 0xE1..0xE7: H2..H6
+_REG_CTRL_HUM = const(0xF2)
+_REG_STATUS = const(0xF3)
+_MEASURING = const(0x08)
+_IM_UPDATE = const(0x01)  # copying the calibration from NVM
+_REG_CTRL_MEAS = const(0xF4)
+_REG_CONFIG = const(0xF5)
+_REG_DATA = const(0xF7)  # 0xF7..0xFE: pressure (20 bits), temperature (20), humidity (16)
+_SKIPPED_20 = const(0x80000)  # a 20-bit reading's reset value: nothing measured
+_SKIPPED_16 = const(0x8000)
+
 
 def compensate(c, at, ap, ah):
     """(temperature in 0.01 degC, pressure in Pa as Q24.8, humidity in %RH as Q22.10) from
@@ -48,36 +66,37 @@ class Sensor(base.Sensor):
     def sample(self, t):
         i2c, a = self.i2c, self.addr
         if not self.ready:  # set up (again: after a power cut the chip has lost it)
-            if i2c.readfrom_mem(a, 0xD0, 1)[0] != 0x60:
+            if i2c.readfrom_mem(a, _REG_ID, 1)[0] != _CHIP_ID:
                 return "chip_id"
-            if i2c.readfrom_mem(a, 0xF3, 1)[0] & 1:
+            if i2c.readfrom_mem(a, _REG_STATUS, 1)[0] & _IM_UPDATE:
                 return "timeout"  # still copying its calibration from NVM (just powered up)
             # 0x88..0xA1: T1 (unsigned), T2, T3, P1 (unsigned), P2..P9, a spare byte, H1;
             # 0xE1..0xE7: H2, H3, then H4 and H5 (12-bit, signed) share a byte, H6 (signed).
-            c = struct.unpack("<HhhHhhhhhhhhxB", i2c.readfrom_mem(a, 0x88, 26))
-            h = i2c.readfrom_mem(a, 0xE1, 7)
+            c = struct.unpack("<HhhHhhhhhhhhxB", i2c.readfrom_mem(a, _REG_CALIB, 26))
+            h = i2c.readfrom_mem(a, _REG_CALIB_H, 7)
             h4 = h[3] << 4 | h[4] & 0x0F
             h5 = h[5] << 4 | h[4] >> 4
             if not (c[0] and c[3]):
                 return "range"  # all-zero calibration: not a BME280's NVM
             self.cal = c + struct.unpack("<hB", h[0:3]) + (
                 h4 - (h4 & 0x800) * 2, h5 - (h5 & 0x800) * 2, h[6] - (h[6] & 0x80) * 2)
-            i2c.writeto_mem(a, 0xF5, b"\x00")  # no IIR filter; standby: not in forced mode
-            i2c.writeto_mem(a, 0xF2, b"\x01")  # humidity x1 (applies at the next ctrl_meas)
+            i2c.writeto_mem(a, _REG_CONFIG, b"\x00")  # no IIR filter; standby: not in forced mode
+            # Humidity x1 (applies at the next write of ctrl_meas).
+            i2c.writeto_mem(a, _REG_CTRL_HUM, b"\x01")
             self.ready = True
-        i2c.writeto_mem(a, 0xF4, b"\x25")  # temperature x1, pressure x1, forced mode
+        i2c.writeto_mem(a, _REG_CTRL_MEAS, b"\x25")  # temperature x1, pressure x1, forced mode
         time.sleep_ms(10)  # 9.3 ms at most for x1/x1/x1 (datasheet 9.1)
         n = 0
-        while i2c.readfrom_mem(a, 0xF3, 1)[0] & 8:  # measuring
+        while i2c.readfrom_mem(a, _REG_STATUS, 1)[0] & _MEASURING:
             n += 1
             if n > 10:
                 return "timeout"
             time.sleep_ms(2)
-        d = i2c.readfrom_mem(a, 0xF7, 8)
+        d = i2c.readfrom_mem(a, _REG_DATA, 8)
         ap = d[0] << 12 | d[1] << 4 | d[2] >> 4
         at = d[3] << 12 | d[4] << 4 | d[5] >> 4
         ah = d[6] << 8 | d[7]
-        if ap == 0x80000 or at == 0x80000 or ah == 0x8000:
+        if ap == _SKIPPED_20 or at == _SKIPPED_20 or ah == _SKIPPED_16:
             # Reset values: nothing measured. The chip lost its settings (a brown-out of the
             # sensor alone): set it up again next time.
             self.ready = False

@@ -7,10 +7,17 @@ import time
 
 from urbanpulse_fw.drivers import base
 
+if False:  # for type checkers only: const() is the compiler's own (an import would cost heap)
+    from micropython import const
+
+# Frames start with 42 4D; commands are 42 4D, command, data (2 bytes), sum (2 bytes).
+_START = const(b"\x42\x4d")
+_FRAME_LENGTH = const(28)  # the length field: the bytes after it
+_SLEEP = const(b"\x42\x4d\xe4\x00\x00\x01\x73")  # command E4, data 0: sleep
+_WAKE = const(b"\x42\x4d\xe4\x00\x01\x01\x74")  # command E4, data 1: wake up
+
 STALE_MS = 10000  # frames come every 0.2..2.3 s; none for this long means it stopped
 WARM_MS = 30000  # after waking: the fan needs this long before the data is stable
-SLEEP = b"\x42\x4d\xe4\x00\x00\x01\x73"
-WAKE = b"\x42\x4d\xe4\x00\x01\x01\x74"
 
 
 class Sensor(base.Sensor):
@@ -26,7 +33,7 @@ class Sensor(base.Sensor):
     def tick(self, now):
         if self.asleep:
             if time.ticks_diff(time.ticks_ms(), self.wake) >= 0:  # wake it up
-                self.uart.write(WAKE)
+                self.uart.write(_WAKE)
                 self.asleep = False
                 self.pm = None
                 # No fault for the warm-up: frames (and data) are expected from its end on.
@@ -37,7 +44,7 @@ class Sensor(base.Sensor):
             return
         b = self.buf + (self.uart.read(n) or b"")
         while True:
-            i = b.find(b"\x42\x4d")
+            i = b.find(_START)
             if i < 0:
                 b = b[-1:]  # a lone 0x42 may start the next frame
                 break
@@ -50,7 +57,7 @@ class Sensor(base.Sensor):
             s = 0
             for x in f[:30]:
                 s += x
-            if f[2] << 8 | f[3] != 28 or s & 0xFFFF != f[30] << 8 | f[31]:
+            if f[2] << 8 | f[3] != _FRAME_LENGTH or s & 0xFFFF != f[30] << 8 | f[31]:
                 self.bad = True
                 b = b[2:]  # resynchronise on the next 42 4D
                 continue
@@ -82,7 +89,7 @@ class Sensor(base.Sensor):
         if pm[2] > 2000 or not pm[0] <= pm[1] <= pm[2]:
             return "range"
         if self.interval_ms > 3 * WARM_MS:
-            self.uart.write(SLEEP)
+            self.uart.write(_SLEEP)
             self.asleep = True
             # Awake and warm a little (a tenth of the warm-up) before the next sample.
             self.wake = time.ticks_add(now, self.interval_ms - WARM_MS - WARM_MS // 10)

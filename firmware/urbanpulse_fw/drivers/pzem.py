@@ -5,6 +5,13 @@
 import struct
 import time
 
+if False:  # for type checkers only: const() is the compiler's own (an import would cost heap)
+    from micropython import const
+
+_READ_INPUT = const(0x04)  # Modbus function: read input registers
+_EXCEPTION = const(0x80)  # set in the function code of an exception answer
+_REGISTERS = const(10)  # read from register 0: voltage .. alarm
+
 TIMEOUT_MS = 200  # 25 bytes take 26 ms at 9600 baud; the meter answers within ~100 ms
 
 
@@ -23,7 +30,7 @@ class Meter:
     def __init__(self, uart, addr=1):
         self.uart = uart
         self.addr = addr
-        self.req = frame((addr, 4, 0, 0, 0, 10))
+        self.req = frame((addr, _READ_INPUT, 0, 0, 0, _REGISTERS))
 
     def read(self):
         """(volts, amps, watts, wh, hz, pf) or a fault string."""
@@ -37,13 +44,14 @@ class Meter:
             n = u.any()
             if n:
                 b += u.read(n) or b""
-                if len(b) >= 5 and b[1] == 0x84:
+                if len(b) >= 5 and b[1] == _READ_INPUT | _EXCEPTION:
                     return "modbus" if frame(b[:3]) == b[:5] else "checksum"  # exception answer
             elif time.ticks_diff(time.ticks_ms(), t0) > TIMEOUT_MS:
                 return "timeout"
             else:
                 time.sleep_ms(5)
-        if b[0] != self.addr or b[1] != 4 or b[2] != 20 or frame(b[:23]) != b[:25]:
+        if (b[0] != self.addr or b[1] != _READ_INPUT or b[2] != 2 * _REGISTERS
+                or frame(b[:23]) != b[:25]):
             return "checksum"
         r = struct.unpack(">10H", b[3:23])
         return (r[0] / 10, (r[1] | r[2] << 16) / 1000, (r[3] | r[4] << 16) / 10,

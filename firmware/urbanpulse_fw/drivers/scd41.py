@@ -6,6 +6,16 @@ import time
 
 from urbanpulse_fw.drivers import base
 
+if False:  # for type checkers only: const() is the compiler's own (an import would cost heap)
+    from micropython import const
+
+# Commands (datasheet 3.5 and 3.6).
+_START_PERIODIC = const(0x21B1)
+_STOP_PERIODIC = const(0x3F86)
+_GET_DATA_READY = const(0xE4B8)
+_DATA_READY = const(0x07FF)  # in its answer: any of these bits set means data is ready
+_READ_MEASUREMENT = const(0xEC05)
+
 STALE_MS = 15000  # three periods without a new measurement: the sensor stopped
 
 
@@ -48,18 +58,18 @@ class Sensor(base.Sensor):
         if not self.ready:
             # It may still be measuring from before a soft reset of the ESP32: stop first
             # (the sensor takes 500 ms), then start periodic measurement.
-            self.words(0x3F86, 0, 500)
-            self.words(0x21B1)
+            self.words(_STOP_PERIODIC, 0, 500)
+            self.words(_START_PERIODIC)
             self.ready = True
             self.err = None
             self.at = time.ticks_ms()
             return
-        w = self.words(0xE4B8, 1)  # get_data_ready_status
+        w = self.words(_GET_DATA_READY, 1)
         if w is None:
             self.bad = True
             return
-        if w[0] & 0x07FF:
-            w = self.words(0xEC05, 3)  # read_measurement
+        if w[0] & _DATA_READY:
+            w = self.words(_READ_MEASUREMENT, 3)
             if w is None:
                 self.bad = True
                 return

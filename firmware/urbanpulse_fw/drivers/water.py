@@ -6,7 +6,13 @@ import time
 
 from urbanpulse_fw.drivers import base
 
+if False:  # for type checkers only: const() is the compiler's own (an import would cost heap)
+    from micropython import const
+
 STALE_MS = 3000
+_HEADER = const(0xFF)  # first byte of a frame
+_MIN_MM = const(30)  # closer: the blind zone
+_MAX_MM = const(7500)  # farther: no echo
 
 
 class Sensor(base.Sensor):
@@ -26,18 +32,18 @@ class Sensor(base.Sensor):
         b = self.buf + (self.uart.read(n) or b"")
         i = 0
         while i + 4 <= len(b):
-            if b[i] != 0xFF:
+            if b[i] != _HEADER:
                 i += 1
                 continue
             self.heard = time.ticks_ms()
             self.dead = False
-            if (0xFF + b[i + 1] + b[i + 2]) & 0xFF != b[i + 3]:
+            if (_HEADER + b[i + 1] + b[i + 2]) & 0xFF != b[i + 3]:
                 self.bad = "checksum"
                 i += 1
                 continue
             d = b[i + 1] << 8 | b[i + 2]
             i += 4
-            if not 30 <= d <= 7500:
+            if not _MIN_MM <= d <= _MAX_MM:
                 self.bad = "range"  # blind zone or no echo
                 continue
             self.bad = None

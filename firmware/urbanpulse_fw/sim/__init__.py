@@ -2,6 +2,8 @@
 # a board has are loaded (RAM). Each sensor has its own seeded generator, so boards differ but
 # a board is reproducible. Sensor.read(t) returns (field, value) pairs inside the vocabulary
 # ranges of CONTRACT.md; patterns follow the local hour of the sample's timestamp.
+# The device kinds: the firmware's one list (tests/firmware/test_kinds.py checks it against
+# the gateway's), here because this package is small: config.py and sensors.py load it cheaply.
 KINDS = ("air", "noise", "traffic", "parking", "streetlight", "water", "soil")
 
 

@@ -100,10 +100,7 @@ class Sensor:
 
     def step(self, t):
         """(local hour, day of year, seconds since the previous reading)."""
-        if self.last is None or t <= self.last:
-            dt = self.interval_s
-        else:
-            dt = (t - self.last) / 1000
+        dt = self.interval_s if self.last is None or t <= self.last else (t - self.last) / 1000
         self.last = t
         return local_hour(t, self.offset), day_of_year(t, self.offset), dt
 
