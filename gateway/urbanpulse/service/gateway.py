@@ -308,6 +308,7 @@ class Gateway:
         # Called from the SIGTERM handler: tell systemd at once that we are stopping.
         self.notifier.stopping()
         self._stop.set()
+        self.session.stopping = True  # a broker loss from now on is no longer worth a warning
 
     def stop(self, timeout_s: float = 6.0) -> None:
         """Stop taking messages, store and acknowledge what is pending, disconnect.

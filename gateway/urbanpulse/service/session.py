@@ -48,6 +48,7 @@ class BrokerSession:
         self._on_ready = on_ready
         self._on_lost = on_lost
         self.connected = threading.Event()
+        # Set once the service is stopping: a disconnect then is expected, not reported.
         self.stopping = False
         self._generation = 0
         self._ack_lock = threading.Lock()
