@@ -70,6 +70,23 @@ def test_secrets_from_files_are_masked(tmp_path: Path) -> None:
         load_settings(config)
 
 
+def test_secrets_from_systemd_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the unit does: LoadCredential= puts the files in $CREDENTIALS_DIRECTORY and
+    Environment= names them; the configuration file holds no secret."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mqtt-password").write_text("m-secret\n")
+    (credentials / "influx-password").write_text("i-secret\n")
+    monkeypatch.setenv("URBANPULSE_MQTT__PASSWORD_FILE", str(credentials / "mqtt-password"))
+    monkeypatch.setenv("URBANPULSE_INFLUX__PASSWORD_FILE", str(credentials / "influx-password"))
+    config = tmp_path / "urbanpulse.toml"
+    config.write_text('[mqtt]\nusername = "urbanpulse-gateway"\n[influx]\nusername = "gw"\n')
+    settings = load_settings(config)
+    assert settings.mqtt.password is not None and settings.influx.password is not None
+    assert settings.mqtt.password.get_secret_value() == "m-secret"
+    assert settings.influx.password.get_secret_value() == "i-secret"
+
+
 def test_v2_needs_an_org(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("URBANPULSE_INFLUX__API", "v2")
     with pytest.raises(ConfigError, match="needs org"):

@@ -110,6 +110,7 @@ def test_samples_of_several_measurements_and_range_edges_are_accepted() -> None:
         ({"temperature": -61}, Reason.OUT_OF_RANGE),
         ({"period_s": 0}, Reason.OUT_OF_RANGE),
         ({"energy": -1}, Reason.OUT_OF_RANGE),
+        ({"energy": 1.7e308}, Reason.OUT_OF_RANGE),  # would overflow KPI sums
         ({}, Reason.EMPTY_SAMPLE),
     ],
 )

@@ -372,3 +372,33 @@ def test_late_windows_are_kept_while_the_gateway_still_holds_unstored_points(
     assert job.run_due(1e9)
     assert job.engine.dirty_hours == 0
     assert query()[old]["vehicles"] == before + 120
+
+
+def test_a_stored_reading_out_of_bounds_costs_its_kpi_value_not_the_run(
+    influx: Services, tmp_path: Path
+) -> None:
+    """Two lamps whose meters jump to 1.7e308 Wh (written straight to InfluxDB: the gateway
+    refuses such a reading): each lamp's day is finite, their district's sum is not. The
+    run still writes every other KPI, and says what it left out."""
+    path = tmp_path / "devices.csv"
+    path.write_text("device_id,kind,district,interval_s\nlamp-x-01,streetlight,east,600\n"
+                    "lamp-x-02,streetlight,east,600\n")
+    registry = load_registry(path)
+    settings = Settings(influx={"url": influx.influx_url, "database": influx.database},
+                        registry={"path": path}, kpi={"lookback_h": 3})
+    lines = []
+    for device_id in ("lamp-x-01", "lamp-x-02"):
+        reg = registry.get(device_id)
+        assert reg is not None
+        for k, energy in enumerate((0.0, 1.7e308)):
+            lines.append(encode_point("streetlight", reg.device.tags,
+                                      {"lamp_on": True, "energy": energy}, NOW - 2 * H + k * H))
+    influx_write(influx, "\n".join(lines))
+    report = engine_for(settings, registry).run()
+    assert report.dropped == {"kpi_streetlight_daily.energy_wh": 1}
+    # The jump lands in the local day after midnight (NOW is 01:30 local).
+    lamp = kpi(influx, "kpi_streetlight_daily", level="device", device_id="lamp-x-01")
+    assert lamp[DAY11]["energy_wh"] == 1.7e308
+    district = kpi(influx, "kpi_streetlight_daily", level="district", district="east")
+    assert district[DAY11]["energy_wh"] is None and district[DAY11]["burning_h"] > 0
+    assert district[DAY10]["energy_wh"] == 0

@@ -28,7 +28,6 @@ from support.fault_harness import (
     gateway_stats,
     stored_count,
     wait_all_stored,
-    wait_for,
     write_gateway_config,
 )
 from support.loadgen import KINDS, Load, LoadResult, PublisherReport, plan_devices, registry_csv
@@ -41,6 +40,7 @@ from support.services import (
     stop_service,
     stop_services,
 )
+from support.waiting import wait_until
 from urbanpulse.devtools import stack
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
@@ -99,7 +99,7 @@ class FaultEnv:
         """Until the load has run `seconds` (the fault's moment, not a guess at speed)."""
         assert self.load is not None
         load = self.load
-        wait_for(lambda: load.elapsed() >= seconds, seconds + 60, f"{seconds} s of load")
+        wait_until(lambda: load.elapsed() >= seconds, seconds + 60, f"{seconds} s of load")
 
     def logs(self) -> str:
         return "\n".join(
@@ -166,7 +166,7 @@ def test_influxdb_down_for_30_s_under_load_loses_nothing(env: FaultEnv) -> None:
     env.wait_load_time(4)
     stop_service(env.services, stack.INFLUXDB)
     down_since = time.monotonic()
-    wait_for(lambda: time.monotonic() - down_since >= 30, 60, "30 s of InfluxDB outage")
+    wait_until(lambda: time.monotonic() - down_since >= 30, 60, "30 s of InfluxDB outage")
     assert gateway.running(), env.logs()
     start_stopped_services(env.services)
     result = load.wait()
@@ -206,7 +206,7 @@ def test_one_of_two_shared_subscription_gateways_killed_loses_nothing(env: Fault
     # on giving every other message of the group to the dead member's persistent session,
     # where they wait for it to come back.)
     before = stored_count(env.services)
-    wait_for(lambda: stored_count(env.services) > before + RATE, 60, "the survivor storing")
+    wait_until(lambda: stored_count(env.services) > before + RATE, 60, "the survivor storing")
     env.wait_load_time(16)
     # Mosquitto keeps a dead member's unacknowledged messages in its persistent session and
     # delivers them when it comes back (README: scaling out): restart it, as systemd would.
@@ -227,7 +227,7 @@ def test_full_spool_loses_nothing_once_influxdb_returns(env: FaultEnv) -> None:
     load = env.start_load(duration_s=25)
     env.wait_load_time(4)
     stop_service(env.services, stack.INFLUXDB)
-    wait_for(lambda: "SPOOL FULL" in gateway.log(), 60, "the spool to fill up")
+    wait_until(lambda: "SPOOL FULL" in gateway.log(), 60, "the spool to fill up")
     time.sleep(5)  # full for a while, with the load going on
     assert gateway.running(), env.logs()
     start_stopped_services(env.services)
@@ -246,7 +246,7 @@ def test_gateway_killed_while_its_spool_holds_data_loses_nothing(env: FaultEnv) 
     load = env.start_load(duration_s=25)
     env.wait_load_time(4)
     stop_service(env.services, stack.INFLUXDB)
-    wait_for(lambda: _spooled_bytes(spool) > 1 << 20, 60, "1 MiB in the spool")
+    wait_until(lambda: _spooled_bytes(spool) > 1 << 20, 60, "1 MiB in the spool")
     gateway.kill9()
     time.sleep(2)
     gateway.start()

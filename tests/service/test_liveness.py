@@ -144,3 +144,13 @@ def test_silent_board_times_out_and_comes_back_with_telemetry(
     assert _changes(influx, never) == [(False, "offline", "timeout")]
     records = [r for r in caplog.records if r.name == "urbanpulse.liveness"]
     assert {r.levelno for r in records if "offline" in r.getMessage()} == {logging.WARNING}
+
+
+def test_a_status_over_its_bound_is_refused_before_it_is_parsed() -> None:
+    from urbanpulse.contract.messages import MessageRejected, Reason
+    from urbanpulse.service.liveness import parse_status
+
+    assert parse_status(b'{"state":"online","fw":"0.3.0","boot":7}') == "online"
+    with pytest.raises(MessageRejected) as info:
+        parse_status(b'{"state":"online","pad":"' + b"x" * 1024 + b'"}')
+    assert info.value.rejection.reason is Reason.TOO_LARGE

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import shutil
 import subprocess
 import sys
@@ -59,13 +58,19 @@ def test_verify_would_catch_a_misspelt_directive(repo_root: Path, tmp_path: Path
 
 
 def _service(repo_root: Path) -> dict[str, list[str]]:
-    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(_unit(repo_root).read_text())
+    """"Section.Key" -> every value it is given, in order (systemd keeps repeated keys such
+    as Environment= and LoadCredential=, so a dict of last values would hide some)."""
     values: dict[str, list[str]] = {}
-    for section in parser.sections():
-        for key, value in parser.items(section):
-            values.setdefault(f"{section}.{key}", []).append(value)
+    section = ""
+    for line in _unit(repo_root).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, _, value = line.partition("=")
+        values.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
     return values
 
 
@@ -89,7 +94,16 @@ def test_unit_is_a_notify_service_with_a_watchdog_and_a_sandbox(repo_root: Path)
     assert one("User") == "urbanpulse" and one("StateDirectory") == "urbanpulse"
     assert one("ConfigurationDirectory") == "urbanpulse"
     # The spool lives in the state directory, the only writable place under ProtectSystem.
-    assert "URBANPULSE_SPOOL__PATH=/var/lib/urbanpulse/spool" in one("Environment")
+    environment = " ".join(unit["Service.Environment"])
+    assert "URBANPULSE_SPOOL__PATH=/var/lib/urbanpulse/spool" in environment
+    # Secrets come as systemd credentials, read through the *_file settings.
+    credentials = unit["Service.LoadCredential"]
+    for name, key in (("mqtt-password", "MQTT"), ("influx-password", "INFLUX")):
+        assert f"{name}:/etc/urbanpulse/secrets/{name}" in credentials
+        assert f"URBANPULSE_{key}__PASSWORD_FILE=%d/{name}" in environment
+    # Bounds, and no network but the host's own (broker, InfluxDB).
+    assert one("IPAddressDeny") == "any" and one("IPAddressAllow") == "localhost"
+    assert one("MemoryMax") and one("TasksMax")
     for key, value in {
         "ProtectSystem": "strict",
         "ProtectHome": "yes",

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,6 @@ import tomli_w
 from support.loadgen import KINDS, LoadResult
 from support.services import Services, influx_query
 from support.waiting import wait_until
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll until condition() is truthy; AssertionError naming `what` after timeout_s."""
-    return wait_until(condition, timeout_s, what)
 
 
 # -- the gateway process ---------------------------------------------------------------------
@@ -128,7 +122,7 @@ class GatewayProcess:
             )
             return bool(series) and series[0]["values"][0][1] is True
 
-        wait_for(subscribed, timeout_s, f"gateway {self.client_id} subscribed")
+        wait_until(subscribed, timeout_s, f"gateway {self.client_id} subscribed")
 
 
 # -- counting ---------------------------------------------------------------------------------

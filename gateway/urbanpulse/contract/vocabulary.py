@@ -20,6 +20,12 @@ DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 
 MAX_SAMPLES_PER_MESSAGE = 100
 MAX_PAYLOAD_BYTES = 64 * 1024
+# A retained status is a few dozen bytes: anything larger is refused before it is parsed.
+MAX_STATUS_BYTES = 1024
+# An energy meter's reading, Wh. CONTRACT.md says only ">= 0": a terawatt-hour is far beyond
+# any lamp's meter (a PZEM-004T counts to 10^7 Wh), and a bound keeps sums over a district
+# finite (one reading of 1.7e308 once made every KPI run fail).
+MAX_ENERGY_WH = 1e12
 
 # Plausible sample timestamps: nothing before 2020 (a board that never synced its clock
 # stamps 2000-01-01 or 1970), nothing far in the future (see validation settings).
@@ -57,7 +63,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("occupied", "parking", "bool", "bool"),
     Quantity("lamp_on", "streetlight", "bool", "bool"),
     *_q("streetlight", "W", 0, 5000, "power"),
-    *_q("streetlight", "Wh", 0, math.inf, "energy"),
+    *_q("streetlight", "Wh", 0, MAX_ENERGY_WH, "energy"),
     *_q("streetlight", "%", 0, 100, "dim_level"),
     *_q("water", "cm", -500, 5000, "water_level"),
     *_q("soil", "%", 0, 100, "soil_moisture"),

@@ -4,7 +4,8 @@ the points produced (``RunContext``), plus the small helpers they share."""
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
@@ -72,6 +73,8 @@ class RunContext:
         self.tz = tz
         self.lines: list[str] = []
         self.deletes: list[str] = []
+        # Non-finite KPI values left out, by measurement.field.
+        self.dropped: Counter[str] = Counter()
         self.devices: dict[str, Device] = {d.device_id: d for d in registry.devices}
         self.by_kind: dict[str, list[Device]] = defaultdict(list)
         for d in registry.devices:
@@ -80,6 +83,13 @@ class RunContext:
     def emit(self, measurement: str, tags: Tags, fields: Mapping[str, FieldValue | None],
              t: int) -> None:
         kept = clean(fields)
+        for key, value in list(kept.items()):
+            # A stored reading out of bounds (written behind the gateway's back, or before a
+            # bound existed) can overflow a sum: that value is left out and counted, and the
+            # rest of the run goes on.
+            if isinstance(value, float) and not math.isfinite(value):
+                del kept[key]
+                self.dropped[f"{measurement}.{key}"] += 1
         if kept:
             self.lines.append(encode_point(measurement, tags, kept, t))
 

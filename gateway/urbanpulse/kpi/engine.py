@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from zoneinfo import ZoneInfo
 
@@ -62,6 +62,8 @@ class RunReport:
     days: int
     points: int
     seconds: float
+    # Non-finite values left out, by measurement.field (see RunContext.emit).
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class KpiEngine:
@@ -141,7 +143,8 @@ class KpiEngine:
         aqi_hours = {h for h in aqi_hours if h <= current}
         try:
             days = local_days_touching(hours, self.tz)
-            lines, deletes = self.compute(sorted(hours), days, now, sorted(aqi_hours))
+            ctx = self.compute(sorted(hours), days, now, sorted(aqi_hours))
+            lines, deletes = ctx.lines, ctx.deletes
             for q in deletes:
                 try:
                     self._reader.query(q)
@@ -157,7 +160,14 @@ class KpiEngine:
                 for h, noted in dirty.items():  # try these windows again next run
                     self._dirty[h] = max(noted, self._dirty.get(h, noted))
             raise
-        report = RunReport(len(hours), len(days), len(lines), time.monotonic() - started)
+        report = RunReport(
+            len(hours), len(days), len(lines), time.monotonic() - started, dict(ctx.dropped)
+        )
+        if ctx.dropped:
+            log.warning(
+                "kpi run: non-finite values left out (stored readings out of bounds?): %s",
+                ", ".join(f"{name} x{n}" for name, n in sorted(ctx.dropped.items())),
+            )
         log.info(
             "kpi run: %d hours, %d days, %d points in %.2f s",
             report.hours,
@@ -170,9 +180,10 @@ class KpiEngine:
     def compute(
         self, hours: Sequence[int], days: Sequence[date], now: int,
         aqi_hours: Sequence[int] = (),
-    ) -> tuple[list[str], list[str]]:
-        """Line-protocol points for the given hours and local days (and the AQI alone for
-        ``aqi_hours``), and the DELETE statements to run before writing them (event points
+    ) -> RunContext:
+        """The run's line-protocol points (``lines``) for the given hours and local days (and
+        the AQI alone for ``aqi_hours``), and the DELETE statements to run before writing them
+        (``deletes``: event points
         of recomputed windows)."""
         ctx = RunContext(
             self.settings, self._registry(), now, self._reader, self.tz, self.timeout_factor
@@ -190,4 +201,4 @@ class KpiEngine:
             network.capture_daily(ctx, window)
         parking.now(ctx)
         network.now(ctx)
-        return ctx.lines, ctx.deletes
+        return ctx

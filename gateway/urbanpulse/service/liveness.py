@@ -27,7 +27,11 @@ import pydantic_core
 
 from urbanpulse.contract.lineprotocol import encode_fields
 from urbanpulse.contract.messages import MessageRejected, Reason
-from urbanpulse.contract.vocabulary import DEVICE_STATUS_MEASUREMENT, LIVENESS_STATES
+from urbanpulse.contract.vocabulary import (
+    DEVICE_STATUS_MEASUREMENT,
+    LIVENESS_STATES,
+    MAX_STATUS_BYTES,
+)
 from urbanpulse.registry.devices import RegisteredDevice, Registry
 
 from .channels import DeviceChannel
@@ -39,6 +43,8 @@ def parse_status(payload: bytes) -> str | None:
     """``online`` or ``offline``; None for an empty payload (a retained status cleared)."""
     if not payload:
         return None
+    if len(payload) > MAX_STATUS_BYTES:
+        raise MessageRejected(Reason.TOO_LARGE, f"{len(payload)} bytes, limit {MAX_STATUS_BYTES}")
     try:
         raw = pydantic_core.from_json(payload)
     except ValueError as exc:
