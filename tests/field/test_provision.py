@@ -30,9 +30,9 @@ from support.gateway_harness import (
     gateway_settings,
     running_gateway,
 )
-from support.paths import REPO
 from support.services import Services, free_port
 from support.waiting import wait_until
+from urbanpulse.broker.policy import acl
 from urbanpulse.contract.vocabulary import KINDS
 from urbanpulse.devtools import hostboard
 from urbanpulse.field.boardconfig import SENSORS
@@ -99,9 +99,9 @@ def test_provision_writes_everything_and_prints_a_label(tmp_path: Path) -> None:
     assert (tmp_path / "devices.csv").read_text().splitlines()[1].startswith(
         "air-north-01,air,north,Town Hall,52.3702,4.8952,120.0")
     assert (tmp_path / "passwd").read_text().startswith("air-north-01:$7$")
-    assert (tmp_path / "acl").read_text() == (
-        "# urbanpulse board air-north-01\nuser air-north-01\n"
-        "topic readwrite city/air-north-01/#\n")
+    # The policy's ACL: every board by pattern, never its own cmd topic to write.
+    assert (tmp_path / "acl").read_text() == acl("city")
+    assert "pattern read city/%u/cmd\n" in acl("city") and "readwrite" not in acl("city")
 
     shown = provision(tmp_path, "air-north-02", "--simulated", "--show-secret")
     assert shown.returncode == 0, shown.stderr
@@ -125,7 +125,7 @@ def test_a_registered_id_is_refused_unless_forced(tmp_path: Path) -> None:
     after = files(tmp_path)
     assert after["passwd"] != before["passwd"]
     assert after["passwd"].count(b"soil-park-01:") == 1
-    assert after["acl"] == before["acl"]  # one block, not two
+    assert after["acl"] == before["acl"]  # the policy, unchanged
     assert after["devices.csv"].count(b"soil-park-01") == 1
     old = json.loads(before["boards/soil-park-01/config.json"])["mqtt"]["password"]
     new = json.loads(after["boards/soil-park-01/config.json"])["mqtt"]["password"]
@@ -292,20 +292,13 @@ def test_the_broker_takes_the_board_and_confines_it_to_its_topics(
     assert rc.is_failure and str(rc) in ("Not authorized", "Bad user name or password")
 
 
-def readme_gateway_acl() -> str:
-    """The gateway's ACL lines as the README's field technician guide gives them."""
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("```\nuser urbanpulse-gateway\n") + 4
-    return readme[start:readme.index("```", start)]
-
-
 @pytest.mark.services
 def test_a_provisioned_firmware_board_reaches_the_gateway_through_the_acl(
     tmp_path: Path, secured_broker: Broker, influx: Services, client_id: str
 ) -> None:
-    """The README's broker setup, the files provision wrote, the real firmware with the
-    credentials from its config.json, and the real gateway with its own user."""
-    (tmp_path / "acl").write_text(readme_gateway_acl() + "\n")
+    """The files provision wrote (the password and the policy's ACL), the real firmware with
+    the credentials from its config.json, and the real gateway with its own user."""
+    (tmp_path / "acl").write_text("# an older file, put right by provision\n")
     gateway_password = "gateway-secret"
     subprocess.run(["mosquitto_passwd", str(tmp_path / "passwd"), "urbanpulse-gateway"],
                    input=f"{gateway_password}\n{gateway_password}\n", text=True,

@@ -16,7 +16,6 @@ from .errors import CliError
 def cmd_build(args: argparse.Namespace) -> int:
     from urbanpulse.dashboards.build import differences, write
 
-
     root: Path = args.root
     if not (root / "dashboards").is_dir():
         raise CliError(f"--root {root}: no dashboards/ folder there (run from the repository)")
@@ -47,7 +46,6 @@ def _read_token(path: Path) -> str:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from urbanpulse.dashboards.push import PushError, PushSettings, push
-
 
     token = _read_token(args.token_file)
     settings = PushSettings(

@@ -291,12 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-live", action="store_true", help="print a summary instead of a live view")
     p.set_defaults(func=cmd_demo)
 
-    # Grafana dashboards as code: build [--check], push (dashboards/cli.py).
+    # The broker's deploy files from its policy: config [--check].
+    from .broker import add_broker_commands
+
+    add_broker_commands(sub)
+
+    # Grafana dashboards as code: build [--check], push (cli/dashboards.py).
     from .dashboards import add_dashboard_commands
 
     add_dashboard_commands(sub)
 
-    # The field technician's tools: provision, flash, board check (fieldcli.py).
+    # The field technician's tools: provision, flash, board check (cli/field.py).
     from .field import add_field_commands
 
     add_field_commands(sub)

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from urbanpulse.broker.policy import acl
 from urbanpulse.registry.devices import Device, RegistryError, load_registry, merge_devices
 
 from .boardconfig import (
@@ -38,7 +39,6 @@ from .bundle import SCRIPTS, BundleError, firmware_source, micropython_binary
 
 PASSWORD_BYTES = 18  # 24 URL-safe characters
 MOSQUITTO_PASSWD_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
-_ACL_MARK = "# urbanpulse board "
 
 
 class ProvisionError(RuntimeError):
@@ -204,33 +204,6 @@ def _stage_passwd(path: Path, user: str, password: str, tmp_dir: Path) -> Path:
     return staged
 
 
-def acl_block(device_id: str, prefix: str) -> str:
-    # A board may use its own topics only: telemetry, status, health, cmd and cmd/ack.
-    return f"{_ACL_MARK}{device_id}\nuser {device_id}\ntopic readwrite {prefix}/{device_id}/#\n"
-
-
-def acl_with_board(text: str, device_id: str, prefix: str) -> str:
-    """``text`` without an earlier block for this board, plus its new block at the end."""
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped == f"{_ACL_MARK}{device_id}":
-            skipping = True
-            continue
-        # The marker, then this board's user line and its topic lines.
-        if skipping and (stripped == f"user {device_id}" or stripped.startswith("topic ")):
-            continue
-        skipping = False
-        kept.append(line)
-    body = "".join(kept)
-    if body and not body.endswith("\n"):
-        body += "\n"
-    if body and not body.endswith("\n\n"):
-        body += "\n"
-    return body + acl_block(device_id, prefix)
-
-
 # -- the whole operation -------------------------------------------------------------------
 def _device(req: BoardRequest) -> Device:
     values: dict[str, Any] = {
@@ -319,9 +292,12 @@ def provision(req: BoardRequest) -> Provisioned:
                 staged.append((_stage_passwd(req.passwd_file, device.device_id, password,
                                              tmp_dir), req.passwd_file))
             if req.acl_file is not None:
+                # The policy's ACL covers every board by pattern (a board is its device id):
+                # nothing per board, and an older or edited file is put right.
                 old = req.acl_file.read_text(encoding="utf-8") if req.acl_file.exists() else ""
-                acl = acl_with_board(old, device.device_id, req.prefix)
-                staged.append((_write_staged(acl, tmp_dir, "acl", 0o600), req.acl_file))
+                rules = acl(req.prefix)
+                if old != rules:
+                    staged.append((_write_staged(rules, tmp_dir, "acl", 0o600), req.acl_file))
             # It holds the WiFi and broker passwords: for the technician's eyes only.
             staged.append((_write_staged(text, tmp_dir, "config.json", 0o600), config_path))
         except (OSError, UnicodeDecodeError) as exc:

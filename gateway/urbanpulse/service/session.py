@@ -21,17 +21,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from urbanpulse.broker.credentials import apply_credentials
+from urbanpulse.broker.policy import MAX_PACKET_BYTES
 from urbanpulse.config import MqttSettings
-from urbanpulse.contract.vocabulary import MAX_PAYLOAD_BYTES
 
 from .batcher import AckToken
 
 mqtt_log = logging.getLogger("urbanpulse.mqtt")
-
-# MQTT 5: the broker must not send us a larger packet (it drops it for this session), so one
-# board's huge retained status cannot bloat the gateway. Well above the contract's payload
-# limit, so that a message a little over it still arrives and is counted as too_large.
-MAX_PACKET_BYTES = 4 * MAX_PAYLOAD_BYTES
 
 # (topic, payload, ack token or None for QoS 0)
 MessageSink = Callable[[str, bytes, AckToken | None], None]
@@ -86,6 +81,8 @@ class BrokerSession:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 0 if m.clean_start else m.session_expiry_s
             properties.ReceiveMaximum = m.receive_maximum
+            # The broker must not send us a larger packet (it drops it for this session), so
+            # one board's huge retained status cannot bloat the gateway.
             properties.MaximumPacketSize = MAX_PACKET_BYTES
         self._client.connect_async(
             m.host,

@@ -6,6 +6,8 @@ import os
 import pwd
 from pathlib import Path
 
+from urbanpulse.broker.policy import QUEUE_LINES, SecureListener, secure_lines
+
 from .services import Service, StackError, StackSettings, host_port
 
 # --- generated configuration ------------------------------------------------------------------
@@ -24,6 +26,43 @@ def mosquitto_conf(svc: Service, settings: StackSettings) -> str:
             "# tmp dirs). Naming the invoking user keeps it (mosquitto only switches as root).",
             f"user {user}",
         ]
+    if settings.secure:
+        lines += secure_lines(_secure_listener(settings))
+    else:
+        lines += _open_listeners(settings)
+    lines += [
+        "# Retained messages, persistent sessions and their queued messages survive a restart:",
+        "# saved on SIGTERM, and every 10 s to bound the loss if it is killed.",
+        "persistence true",
+        # No trailing slash: 2.0 adds one (1.x needed it, but would reject set_tcp_nodelay).
+        f"persistence_location {_conf_value(data_dir)}",
+        "autosave_interval 10",
+        f"log_dest file {_conf_value(svc.log_file)}",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S%z",
+    ]
+    if not settings.secure:
+        lines += QUEUE_LINES
+    return "\n".join(lines) + "\n"
+
+
+def _secure_listener(settings: StackSettings) -> SecureListener:
+    files = (settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file,
+             settings.mqtt_password_file, settings.mqtt_acl_file)
+    if not all(files):
+        raise StackError("the secure mode needs tls_ca_file, tls_cert_file, tls_key_file, "
+                         "mqtt_password_file and mqtt_acl_file")
+    ca, cert, key, passwd, acl = (Path(_conf_value(f)) for f in files if f is not None)
+    return SecureListener(
+        port=settings.mqtt_port, bind=settings.host, cafile=ca, certfile=cert, keyfile=key,
+        password_file=passwd, acl_file=acl,
+        require_certificate=settings.mqtt_require_certificate,
+    )
+
+
+def _open_listeners(settings: StackSettings) -> list[str]:
+    """The development listener on loopback (anonymous), and optionally a TLS one to test
+    clients' TLS and passwords against."""
+    lines: list[str] = []
     if settings.mqtt_tls_port:
         lines += [
             "# Security settings per listener: the plain loopback listener stays anonymous.",
@@ -50,22 +89,7 @@ def mosquitto_conf(svc: Service, settings: StackSettings) -> str:
             ]
         else:
             lines.append("allow_anonymous true")
-    lines += [
-        "# Retained messages, persistent sessions and their queued messages survive a restart:",
-        "# saved on SIGTERM, and every 10 s to bound the loss if it is killed.",
-        "persistence true",
-        # No trailing slash: 2.0 adds one (1.x needed it, but would reject set_tcp_nodelay).
-        f"persistence_location {_conf_value(data_dir)}",
-        "autosave_interval 10",
-        f"log_dest file {_conf_value(svc.log_file)}",
-        "log_timestamp_format %Y-%m-%dT%H:%M:%S%z",
-        "# The gateway acknowledges a message only after storing it: allow many unacknowledged",
-        "# messages in flight, and a large queue for persistent sessions while it is away.",
-        "max_inflight_messages 1000",
-        "max_queued_messages 1000000",
-        "set_tcp_nodelay true",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def influxdb_conf(svc: Service, settings: StackSettings) -> str:
@@ -146,5 +170,3 @@ def _toml_string(value: str) -> str:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise StackError(f"the state dir path must not contain control characters: {value!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import ssl
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -46,18 +48,23 @@ def port_free(host: str, port: int) -> bool:
 
 def answers(svc: Service, settings: StackSettings, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     if svc.name == MOSQUITTO:
-        return _mqtt_answers(settings.host, settings.mqtt_port, timeout_s)
+        ca = settings.tls_ca_file if settings.secure else None
+        return _mqtt_answers(settings.host, settings.mqtt_port, timeout_s, ca)
     return _influx_answers(settings.host, settings.influx_port, timeout_s)
 
 
-def _mqtt_answers(host: str, port: int, timeout_s: float) -> bool:
-    """An MQTT CONNECT answered by a successful CONNACK (a bare TCP accept proves little)."""
+def _mqtt_answers(host: str, port: int, timeout_s: float, tls_ca: Path | None = None) -> bool:
+    """An MQTT CONNECT answered by a successful CONNACK (a bare TCP accept proves little).
+    With ``tls_ca`` (the secure mode: TLS only, no anonymous clients), over TLS, and a
+    refusal counts too: the broker answered."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"urbanpulse-stack-probe-{uuid.uuid4().hex[:12]}",
         clean_session=True,
     )
     client.connect_timeout = timeout_s
+    if tls_ca is not None:
+        client.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
     result: list[bool] = []
 
     def on_connect(
@@ -67,7 +74,7 @@ def _mqtt_answers(host: str, port: int, timeout_s: float) -> bool:
         reason_code: ReasonCode,
         _properties: Properties | None,
     ) -> None:
-        result.append(not reason_code.is_failure)
+        result.append(tls_ca is not None or not reason_code.is_failure)
 
     client.on_connect = on_connect
     try:

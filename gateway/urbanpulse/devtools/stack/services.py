@@ -37,6 +37,14 @@ class StackSettings:
     mqtt_password_file: Path | None = None
     mqtt_require_certificate: bool = False
     influx_admin: tuple[str, str] | None = field(default=None, repr=False)
+    # The secure mode (urbanpulse.broker.policy): mqtt_port is a TLS-only listener with the
+    # password file, this ACL, the packet and queue bounds and username-bound client ids;
+    # needs the tls_* files and mqtt_password_file. No plain listener at all.
+    mqtt_acl_file: Path | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.mqtt_acl_file is not None
 
 
 @dataclass(frozen=True)
