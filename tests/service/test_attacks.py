@@ -16,14 +16,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from support.fault_harness import GatewayProcess, write_gateway_config
-from support.gateway_harness import count_points, gateway_settings, running_gateway
+from support.gateway_harness import gateway_settings, running_gateway
 from support.ops_harness import device_ids, status_rows, telemetry, write_registry
-from support.services import Services, free_ports, influx_drop_and_create, services_for
+from support.services import Services, free_ports, services_for
 from support.tls_certs import Pki, make_pki
 from support.waiting import wait_until
 from urbanpulse.broker.policy import GATEWAY_USER, OPERATOR_USER, acl
-from urbanpulse.config import MqttSettings
+from urbanpulse.config import InfluxSettings, MqttSettings
 from urbanpulse.devtools import stack
+from urbanpulse.influx.writer import V1Writer, WriteError
 
 pytestmark = pytest.mark.services
 
@@ -84,6 +85,11 @@ def test_a_50_mb_retained_status_does_not_bloat_the_gateway(
 BOARD_A, BOARD_B = "air-attack-01", "air-attack-02"
 PASSWORDS = {BOARD_A: "a-pass-Xk2", BOARD_B: "b-pass-Jq7", GATEWAY_USER: "gw-pass-Lm3",
              OPERATOR_USER: "op-pass-Rt5"}
+# InfluxDB with authentication: an admin, the gateway's user (its database only) and Grafana's
+# (read only).
+INFLUX_ADMIN = ("influx-admin", "admin-pass-Qw8")
+INFLUX_GATEWAY = ("urbanpulse-gateway", "influx-gw-Hb4")
+INFLUX_GRAFANA = ("urbanpulse-grafana", "influx-ro-Vn6")
 
 
 @dataclass
@@ -108,6 +114,8 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         state_dir=root / "stack", mqtt_port=mqtt_port, influx_port=influx_port,
         influx_rpc_port=rpc_port, tls_ca_file=pki.ca_cert, tls_cert_file=pki.server_cert,
         tls_key_file=pki.server_key, mqtt_password_file=password_file, mqtt_acl_file=acl_file,
+        influx_admin=INFLUX_ADMIN,
+        influx_users=((*INFLUX_GATEWAY, "ALL"), (*INFLUX_GRAFANA, "READ")),
     )
     stack.up(settings)
     try:
@@ -231,14 +239,27 @@ def test_the_broker_refuses_a_huge_packet(clients: Callable[..., Client]) -> Non
     assert a.disconnected.wait(30), "the broker took a 50 MB packet"
 
 
+def _influx(broker: SecureBroker, user: tuple[str, str] | None) -> V1Writer:
+    return V1Writer(InfluxSettings(
+        url=broker.services.influx_url, database=broker.services.database,
+        username=user[0] if user else None, password=user[1] if user else None))
+
+
+def _noise_count(broker: SecureBroker) -> int:
+    series = _influx(broker, INFLUX_GRAFANA).query('SELECT count("laeq") FROM "noise"')
+    return int(series[0]["values"][0][1]) if series else 0
+
+
 def test_the_gateway_stores_through_the_acl_with_its_own_identity(
     secure_broker: SecureBroker, tmp_path: Path, clients: Callable[..., Client]
 ) -> None:
     """The policy lets the real gateway do its work: its subscriptions (a shared one too) are
-    granted and board A's reading is stored under A."""
-    influx_drop_and_create(secure_broker.services)
+    granted, and board A's reading is stored under A with the gateway's InfluxDB user."""
+    before = _noise_count(secure_broker)
     registry = write_registry(tmp_path / "devices.csv", [(BOARD_A, "noise", "north", 60.0)])
-    settings = gateway_settings(secure_broker.services, registry, GATEWAY_USER)
+    settings = gateway_settings(secure_broker.services, registry, GATEWAY_USER,
+                                username=INFLUX_GATEWAY[0], password=INFLUX_GATEWAY[1],
+                                create_database=False)
     settings.mqtt = MqttSettings(
         host=secure_broker.services.mqtt_host, port=secure_broker.services.mqtt_port,
         client_id=GATEWAY_USER, shared_group="gateways", tls=True,
@@ -247,5 +268,22 @@ def test_the_gateway_stores_through_the_acl_with_its_own_identity(
     )
     with running_gateway(settings):
         clients(BOARD_A).publish(f"city/{BOARD_A}/telemetry", telemetry(0, laeq=55.0).encode())
-        wait_until(lambda: count_points(secure_broker.services, "noise", "laeq") == 1,
+        wait_until(lambda: _noise_count(secure_broker) == before + 1,
                    timeout_s=20, what="board A's reading stored")
+
+
+@pytest.mark.parametrize(("who", "status"), [(None, 401), (("urbanpulse-gateway", "guess"), 401),
+                                             (INFLUX_GRAFANA, 403)],
+                         ids=["anonymous", "wrong-password", "grafana-read-only"])
+def test_influxdb_takes_writes_only_from_the_gateways_user(
+    secure_broker: SecureBroker, who: tuple[str, str] | None, status: int
+) -> None:
+    before = _noise_count(secure_broker)
+    point = f"noise,device_id=forged,district=north,kind=noise laeq=99 {int(time.time() * 1000)}"
+    with pytest.raises(WriteError) as refused:
+        _influx(secure_broker, who).write([point])
+    assert refused.value.status == status
+    assert _noise_count(secure_broker) == before
+    with pytest.raises(WriteError):
+        _influx(secure_broker, who).query('DROP MEASUREMENT "noise"')
+    assert _noise_count(secure_broker) == before

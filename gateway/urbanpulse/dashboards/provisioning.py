@@ -19,7 +19,9 @@ DEBIAN_DASHBOARDS_DIR = "/var/lib/grafana/dashboards/urbanpulse"
 ENVIRONMENT = {
     "URBANPULSE_INFLUX_URL": "http://127.0.0.1:8086",
     "URBANPULSE_INFLUX_DB": "urbanpulse",
-    "URBANPULSE_INFLUX_USER": "",
+    # Grafana's own InfluxDB user, granted READ only (README, "Security"): a dashboard, or
+    # whoever gets at Grafana, cannot change the data.
+    "URBANPULSE_INFLUX_USER": "urbanpulse-grafana",
     "URBANPULSE_INFLUX_PASSWORD": "",
     "URBANPULSE_DASHBOARDS_DIR": DEBIAN_DASHBOARDS_DIR,
     "URBANPULSE_ALERT_EMAIL": "operators@example.org",

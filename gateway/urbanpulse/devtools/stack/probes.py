@@ -165,5 +165,16 @@ def create_database(settings: StackSettings, deadline: float) -> None:
     error = _influx_admin_query(settings, f"CREATE DATABASE {influxql.ident(name)}", deadline)
     if error is not None:
         raise StackError(f"cannot create database {name!r}: {error}")
+    for user, password, privilege in settings.influx_users:
+        if privilege not in ("ALL", "READ", "WRITE"):
+            raise StackError(f"influx user {user!r}: privilege must be ALL, READ or WRITE")
+        for statement in (
+            f"CREATE USER {influxql.ident(user)} WITH PASSWORD {influxql.string(password)}",
+            f"SET PASSWORD FOR {influxql.ident(user)} = {influxql.string(password)}",
+            f"GRANT {privilege} ON {influxql.ident(name)} TO {influxql.ident(user)}",
+        ):
+            error = _influx_admin_query(settings, statement, deadline)
+            if error is not None and "already exists" not in error:
+                raise StackError(f"cannot set up the InfluxDB user {user!r}: {error}")
 
 

@@ -37,6 +37,9 @@ class StackSettings:
     mqtt_password_file: Path | None = None
     mqtt_require_certificate: bool = False
     influx_admin: tuple[str, str] | None = field(default=None, repr=False)
+    # With influx_admin: users of the database made at start, (name, password, privilege),
+    # privilege ALL (the gateway: it writes, and reads for the KPIs) or READ (Grafana).
+    influx_users: tuple[tuple[str, str, str], ...] = field(default=(), repr=False)
     # The secure mode (urbanpulse.broker.policy): mqtt_port is a TLS-only listener with the
     # password file, this ACL, the packet and queue bounds and username-bound client ids;
     # needs the tls_* files and mqtt_password_file. No plain listener at all.
