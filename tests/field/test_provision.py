@@ -333,3 +333,23 @@ def test_a_provisioned_firmware_board_reaches_the_gateway_through_the_acl(
             board.wait(30)
     console_text = (board_dir / "console.log").read_text()
     assert f"mqtt connected to 127.0.0.1:{secured_broker.port}" in console_text, console_text
+
+
+def test_secrets_go_outside_the_checkout_by_default_and_are_private_from_the_start(
+    tmp_path: Path
+) -> None:
+    """No --out-dir: the technician's data folder, never the working directory (a checkout);
+    the folder 0700 and the config 0600 as created (the umask would give 0644 first)."""
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "urbanpulse", "provision", "soil-home-01", "--kind", "soil",
+         "--district", "north", "--simulated", "--wifi-ssid", "lab", "--mqtt-host",
+         "127.0.0.1", "--no-auth", "--registry", str(tmp_path / "devices.csv")],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        env={**os.environ, "XDG_DATA_HOME": str(home)},
+    )
+    assert result.returncode == 0, result.stderr
+    config = home / "urbanpulse" / "boards" / "soil-home-01" / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+    assert not (tmp_path / "provisioned").exists()

@@ -19,11 +19,11 @@ from support.fault_harness import GatewayProcess, write_gateway_config
 from support.gateway_harness import gateway_settings, running_gateway
 from support.ops_harness import device_ids, status_rows, telemetry, write_registry
 from support.services import Services, free_ports, services_for
-from support.tls_certs import Pki, make_pki
 from support.waiting import wait_until
 from urbanpulse.broker.policy import GATEWAY_USER, OPERATOR_USER, acl
 from urbanpulse.config import InfluxSettings, MqttSettings
 from urbanpulse.devtools import stack
+from urbanpulse.devtools.pki import Pki, make_pki
 from urbanpulse.influx.writer import V1Writer, WriteError
 
 pytestmark = pytest.mark.services

@@ -26,7 +26,6 @@ from support.gateway_harness import (
     running_gateway,
 )
 from support.services import NOT_INSTALLED, Services, free_ports, services_for
-from support.tls_certs import Pki, make_pki
 from support.waiting import wait_until
 from urbanpulse.config import (
     ConfigError,
@@ -42,6 +41,7 @@ from urbanpulse.config import (
     load_settings,
 )
 from urbanpulse.devtools import stack
+from urbanpulse.devtools.pki import Pki, make_pki
 from urbanpulse.influx.writer import V1Writer, WriteError
 from urbanpulse.service.gateway import Gateway
 

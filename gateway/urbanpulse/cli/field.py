@@ -17,6 +17,13 @@ from .errors import CliError
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def default_out_dir() -> Path:
+    """Where provisioned boards' secrets go unless told: the technician's own data folder,
+    never the repository (a `git add .` must not take a board's passwords along)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "urbanpulse" / "boards"
+
+
 def _settings_or_none(config: Path | None) -> Any:
     if config is None:
         return None
@@ -133,8 +140,9 @@ def add_provision(sub: Any) -> None:
                    help="Mosquitto ACL file: the board may use only {prefix}/{id}/#")
     p.add_argument("--no-auth", action="store_true",
                    help="no broker credentials (a broker that allows anonymous boards)")
-    p.add_argument("--out-dir", type=Path, default=Path("provisioned"),
-                   help="config.json goes to OUT_DIR/DEVICE_ID/ (default: provisioned)")
+    p.add_argument("--out-dir", type=Path, default=default_out_dir(),
+                   help="config.json goes to OUT_DIR/DEVICE_ID/, 0600 (default: "
+                        "$XDG_DATA_HOME/urbanpulse/boards, outside any checkout)")
     p.add_argument("--force", action="store_true",
                    help="provision an id that is already registered again (new password)")
     p.add_argument("--show-secret", action="store_true",

@@ -35,13 +35,32 @@ def _stack_settings(args: argparse.Namespace) -> StackSettings:
     )
 
 
+def _print_secure(settings: StackSettings) -> None:
+    from urbanpulse.devtools.stack.secure import secure_dir, write_gateway_config
+
+    root = secure_dir(settings)
+    config = write_gateway_config(settings)
+    print(f"secure mode: TLS only on {settings.host}:{settings.mqtt_port} (CA {root / 'ca.crt'}),"
+          f" passwords and the ACL; InfluxDB with authentication\n"
+          f"  gateway:   urbanpulse gateway run --config {config}\n"
+          f"  boards:    urbanpulse provision ... --passwd-file {root / 'mosquitto.passwd'}"
+          f" (then `urbanpulse stack down` and `up --secure` to reload)\n"
+          f"  passwords: {root / 'secrets'}/ (0600; the operator's MQTT user is"
+          f" urbanpulse-operator, Grafana's InfluxDB user urbanpulse-grafana)")
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from urbanpulse.devtools import stack
+    from urbanpulse.devtools.stack.secure import secure_dir, secure_settings
 
     settings = _stack_settings(args)
     try:
+        if args.secure and (args.action == "up" or secure_dir(settings).is_dir()):
+            settings = secure_settings(settings)
         if args.action == "up":
             states = stack.up(settings)
+            if settings.secure:
+                _print_secure(settings)
         elif args.action == "down":
             states = stack.down(settings)
         else:
@@ -226,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stack", help="local Mosquitto and InfluxDB for development and tests")
     p.add_argument("action", choices=["up", "down", "status"])
     _add_stack_options(p)
+    p.add_argument("--secure", action="store_true",
+                   help="as a city runs it: TLS-only broker with passwords and the ACL, "
+                        "InfluxDB with authentication (files in STATE_DIR/secure)")
     p.set_defaults(func=cmd_stack)
 
     gw = sub.add_parser("gateway", help="the MQTT to InfluxDB gateway service")

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from urbanpulse.broker.passwords import PasswordFileError, passwd_users, with_user
 from urbanpulse.broker.policy import acl
 from urbanpulse.registry.devices import Device, RegistryError, load_registry, merge_devices
 
@@ -38,7 +38,6 @@ from .boardconfig import (
 from .bundle import SCRIPTS, BundleError, firmware_source, micropython_binary
 
 PASSWORD_BYTES = 18  # 24 URL-safe characters
-MOSQUITTO_PASSWD_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 
 
 class ProvisionError(RuntimeError):
@@ -160,50 +159,6 @@ def fingerprint(config_text: str) -> str:
 
 
 # -- Mosquitto password and ACL files ------------------------------------------------------
-def mosquitto_passwd_binary() -> str:
-    found = shutil.which("mosquitto_passwd") or shutil.which(
-        "mosquitto_passwd", path=os.pathsep.join(MOSQUITTO_PASSWD_DIRS)
-    )
-    if not found:
-        raise ProvisionError(
-            "mosquitto_passwd is not installed (Debian package `mosquitto`); it is needed for "
-            "--passwd-file"
-        )
-    return found
-
-
-def passwd_users(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    users = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if ":" in line and not line.lstrip().startswith("#"):
-            users.add(line.split(":", 1)[0])
-    return users
-
-
-def _stage_passwd(path: Path, user: str, password: str, tmp_dir: Path) -> Path:
-    """A copy of the password file with the user added (or its password replaced)."""
-    staged = tmp_dir / "passwd"
-    if path.exists():
-        shutil.copyfile(path, staged)
-    else:
-        staged.touch()
-    staged.chmod(0o600)  # Mosquitto 2 warns about password files others can read
-    # Without -b, mosquitto_passwd reads the password twice from stdin: it stays out of argv.
-    result = subprocess.run(
-        [mosquitto_passwd_binary(), str(staged), user],
-        input=f"{password}\n{password}\n", capture_output=True, text=True, timeout=30,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ProvisionError(
-            f"mosquitto_passwd failed on {path} (exit {result.returncode}): "
-            f"{(result.stderr or result.stdout).strip()}"
-        )
-    return staged
-
-
 # -- the whole operation -------------------------------------------------------------------
 def _device(req: BoardRequest) -> Device:
     values: dict[str, Any] = {
@@ -223,10 +178,18 @@ def _device(req: BoardRequest) -> Device:
         raise ProvisionError("; ".join(parts)) from None
 
 
+def _create(path: Path, data: bytes, mode: int) -> None:
+    """Write a new file that has ``mode`` from its first byte (a secret is never readable by
+    others, not even between a write and a chmod)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def _write_staged(text: str, tmp_dir: Path, name: str, mode: int) -> Path:
     path = tmp_dir / name
-    path.write_text(text, encoding="utf-8")
-    path.chmod(mode)
+    _create(path, text.encode("utf-8"), mode)
     return path
 
 
@@ -238,11 +201,10 @@ class _Commit:
 
     def move(self, staged: Path, target: Path) -> None:
         before = target.read_bytes() if target.exists() else None
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Same directory as the target, so the final rename is atomic.
         tmp = target.with_name(f".{target.name}.urbanpulse-tmp")
-        shutil.copyfile(staged, tmp)
-        tmp.chmod(staged.stat().st_mode & 0o777)
+        _create(tmp, staged.read_bytes(), staged.stat().st_mode & 0o777)
         os.replace(tmp, target)
         self._done.append((target, before))
 
@@ -289,8 +251,8 @@ def provision(req: BoardRequest) -> Provisioned:
         staged: list[tuple[Path, Path]] = []
         try:
             if req.passwd_file is not None and password is not None:
-                staged.append((_stage_passwd(req.passwd_file, device.device_id, password,
-                                             tmp_dir), req.passwd_file))
+                staged.append((with_user(req.passwd_file, device.device_id, password,
+                                         tmp_dir), req.passwd_file))
             if req.acl_file is not None:
                 # The policy's ACL covers every board by pattern (a board is its device id):
                 # nothing per board, and an older or edited file is put right.
@@ -300,6 +262,8 @@ def provision(req: BoardRequest) -> Provisioned:
                     staged.append((_write_staged(rules, tmp_dir, "acl", 0o600), req.acl_file))
             # It holds the WiFi and broker passwords: for the technician's eyes only.
             staged.append((_write_staged(text, tmp_dir, "config.json", 0o600), config_path))
+        except PasswordFileError as exc:
+            raise ProvisionError(str(exc)) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ProvisionError(f"nothing provisioned: {exc}") from None
         commit = _Commit()

@@ -1,9 +1,11 @@
-"""A throwaway certificate authority for tests: CA, server and client certificates as PEM files."""
+"""A throwaway certificate authority for the local secure stack and the tests: a CA, a
+server certificate for 127.0.0.1/localhost, client certificates, as PEM files (keys 0600)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +32,14 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
+    # Created 0600, never readable by others even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
+        ))
 
 
 def _issue(
@@ -48,6 +50,7 @@ def _issue(
     *,
     ca: bool = False,
     server: bool = False,
+    days: int = 2,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -57,7 +60,7 @@ def _issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ca:
@@ -86,6 +89,22 @@ def _issue(
             critical=False,
         )
     return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_server_pki(directory: Path, days: int = 825) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate, server key) for a broker on this host; the CA's
+    key is not kept (nothing more is ever signed with it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _issue("UrbanPulse local CA", ca_key, _name("UrbanPulse local CA"), ca_key, ca=True,
+                days=days)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _issue("localhost", server_key, ca.subject, ca_key, server=True, days=days)
+    ca_cert, cert, key = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    _write_key(server_key, key)
+    return ca_cert, cert, key
 
 
 def make_pki(directory: Path) -> Pki:

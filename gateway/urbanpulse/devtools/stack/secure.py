@@ -1,0 +1,116 @@
+"""`urbanpulse stack up --secure`: the local stack as a city runs it (README "Security").
+
+A TLS-only broker with passwords, the policy's ACL and bounds, and InfluxDB with
+authentication, an admin and the gateway's and Grafana's own users. Its CA, certificates and
+passwords are made on first use in ``<state_dir>/secure/`` (keys and passwords 0600, created
+so) and kept, with a gateway configuration that uses them::
+
+    <state_dir>/secure/
+      ca.crt  server.crt  server.key  mosquitto.passwd  mosquitto.acl  urbanpulse.toml
+      secrets/  mqtt-urbanpulse-gateway  mqtt-urbanpulse-operator  influx-admin
+                influx-urbanpulse-gateway  influx-urbanpulse-grafana
+
+Boards are added to ``mosquitto.passwd`` by `urbanpulse provision --passwd-file`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+import tomli_w
+
+from urbanpulse.broker.passwords import PasswordFileError, passwd_users, with_user
+from urbanpulse.broker.policy import GATEWAY_USER, OPERATOR_USER, acl
+from urbanpulse.devtools.pki import make_server_pki
+
+from .services import StackError, StackSettings, state_root
+
+SECURE_DIR = "secure"
+INFLUX_ADMIN = "admin"
+GRAFANA_USER = "urbanpulse-grafana"
+
+
+def secure_dir(settings: StackSettings) -> Path:
+    return state_root(settings) / SECURE_DIR
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def secret(path: Path) -> str:
+    """The password kept in ``path``, made (random, 0600 from the start) when missing."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(value + "\n")
+    return value
+
+
+def secure_settings(base: StackSettings, prefix: str = "city") -> StackSettings:
+    """``base`` in the secure mode, with its files made where missing."""
+    root = _private_dir(secure_dir(base))
+    keys = _private_dir(root / "secrets")
+    ca, cert, key = root / "ca.crt", root / "server.crt", root / "server.key"
+    if not (ca.exists() and cert.exists() and key.exists()):
+        make_server_pki(root)
+    password_file = root / "mosquitto.passwd"
+    if not password_file.exists():
+        os.close(os.open(password_file, os.O_WRONLY | os.O_CREAT, 0o600))
+    try:
+        for user in (GATEWAY_USER, OPERATOR_USER):
+            password = secret(keys / f"mqtt-{user}")
+            if user not in passwd_users(password_file):
+                with_user(password_file, user, password, root).replace(password_file)
+    except PasswordFileError as exc:
+        raise StackError(str(exc)) from None
+    acl_file = root / "mosquitto.acl"
+    acl_file.write_text(acl(prefix), encoding="utf-8")
+    return dataclasses.replace(
+        base,
+        tls_ca_file=ca,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        mqtt_password_file=password_file,
+        mqtt_acl_file=acl_file,
+        influx_admin=(INFLUX_ADMIN, secret(keys / "influx-admin")),
+        influx_users=(
+            (GATEWAY_USER, secret(keys / f"influx-{GATEWAY_USER}"), "ALL"),
+            (GRAFANA_USER, secret(keys / f"influx-{GRAFANA_USER}"), "READ"),
+        ),
+    )
+
+
+def write_gateway_config(settings: StackSettings) -> Path:
+    """``urbanpulse.toml`` for a gateway on this secure stack: its own users, TLS with the
+    stack's CA, passwords from the files above; the registry beside it."""
+    root = secure_dir(settings)
+    keys = root / "secrets"
+    config = {
+        "mqtt": {
+            "host": settings.host, "port": settings.mqtt_port, "client_id": GATEWAY_USER,
+            "tls": True, "ca_file": str(root / "ca.crt"), "username": GATEWAY_USER,
+            "password_file": str(keys / f"mqtt-{GATEWAY_USER}"),
+        },
+        "influx": {
+            "url": f"http://{settings.host}:{settings.influx_port}",
+            "database": settings.database, "username": GATEWAY_USER,
+            "password_file": str(keys / f"influx-{GATEWAY_USER}"), "create_database": False,
+        },
+        "registry": {"path": "devices.csv"},
+    }
+    path = root / "urbanpulse.toml"
+    path.write_text("# Written by `urbanpulse stack up --secure`; see README.md for every key.\n"
+                    + tomli_w.dumps(config), encoding="utf-8")
+    registry = root / "devices.csv"
+    if not registry.exists():
+        registry.write_text("device_id,kind,district,site,lat,lon,interval_s\n", encoding="utf-8")
+    return path
