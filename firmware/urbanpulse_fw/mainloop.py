@@ -10,7 +10,8 @@
 #   {"id":"c-19","op":"identify","seconds":10}       blink the status LED
 #   {"id":"c-20","op":"flush"}                       publish the whole buffer now
 #   {"id":"c-21","op":"config","config":{...}}       see below
-# Anything wrong -> {"id":..,"ok":false,"error":"..."} naming the key and the value.
+# Anything wrong -> {"id":..,"ok":false,"error":"..."} naming the key and the value; a
+# retained command is never carried out ("error":"retained").
 #
 # "config" saves the partial config as config.new and reboots at once; at start cfgtrial.py
 # merges it into config.json, validates it (or refuses it with the reason), keeps the old
@@ -326,6 +327,10 @@ class MainLoop:
             if type(d) is not dict:
                 raise ValueError("must be a JSON object")
             cid = d.get("id")
+            if retain:
+                # Kept by the broker and sent again on every connect: a retained reboot would
+                # reboot the board for ever (CONTRACT.md v2, "Signed commands").
+                raise ValueError("retained")
             op = d.get("op")
             now = clock.ticks()
             extra = {}  # type: dict

@@ -16,12 +16,11 @@ import itertools
 import json
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from support.boardrun import Supervisor, ack_of, assert_clean, command, samples
 from support.hostboards import (
     Board,
     Broker,
@@ -33,67 +32,10 @@ from support.hostboards import (
 )
 from support.services import free_port
 from support.waiting import wait_until
+from urbanpulse.devtools.fleet import EXIT_DEEPSLEEP
 
-EXIT_RESET = 3
-EXIT_DEEPSLEEP = 4
 HEALTH_KEYS = {"t", "rssi", "heap_free", "uptime", "buffered", "dropped", "fw", "reset_cause",
                "faults"}
-
-
-class Supervisor:
-    """Runs a board and starts it again whenever it reboots or wakes from deep sleep."""
-
-    def __init__(self, board: Board, max_starts: int = 50) -> None:
-        self.board = board
-        self.max_starts = max_starts
-        self.starts = 0
-        self.codes: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Supervisor:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and self.starts < self.max_starts:
-            self.board.start(write_config=self.starts == 0)
-            self.starts += 1
-            assert self.board.process is not None
-            code = self.board.process.wait()
-            self.codes.append(code)
-            if code not in (EXIT_RESET, EXIT_DEEPSLEEP):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.board.kill()
-        self._thread.join(10)
-
-
-def acks(rec: Recorder, device_id: str) -> dict[str | None, dict[str, Any]]:
-    return {d["id"]: d for d in rec.docs(device_id, "cmd/ack") if isinstance(d, dict)}
-
-
-def command(rec: Recorder, device_id: str, payload: dict[str, Any] | str) -> None:
-    text = payload if isinstance(payload, str) else json.dumps(payload)
-    rec.client.publish(f"city/{device_id}/cmd", text, qos=1).wait_for_publish(5)
-
-
-def ack_of(rec: Recorder, device_id: str, cid: str, timeout_s: float = 20) -> dict[str, Any]:
-    wait_until(lambda: cid in acks(rec, device_id), timeout_s, f"the ack of {cid}")
-    return acks(rec, device_id)[cid]
-
-
-def samples(rec: Recorder, device_id: str) -> list[dict[str, Any]]:
-    return [s for d in rec.docs(device_id, "telemetry") for s in d["samples"]]
-
-
-def assert_clean(console: str) -> None:
-    for bad in ("Traceback", "MemoryError", "out of memory"):
-        at = console.find(bad)
-        # The start and the first problem (a board in trouble can log thousands of lines).
-        assert at < 0, f"{bad!r} on the console:\n{console[:1500]}\n...\n{console[at:at + 3000]}"
 
 
 def wait_for_progress(value: Callable[[], int], target: int, timeout_s: float, what: str,
@@ -111,68 +53,6 @@ def wait_for_progress(value: Callable[[], int], target: int, timeout_s: float, w
             raise AssertionError(f"waiting for {what}: {v} of {target} after "
                                  f"{timeout_s if now > deadline else stall_s} s")
         time.sleep(0.2)
-
-
-def test_commands_are_answered_and_refusals_name_the_problem(
-        broker: Broker, boards: Callable[..., Board]) -> None:
-    rec = Recorder(broker.port)
-    board = boards("air-cmd-01", "air", broker.port, health_interval_s=1)
-    sup = Supervisor(board).start()
-    dev = board.device_id
-    try:
-        wait_until(lambda: len(rec.docs(dev, "health")) >= 1, 20, "the boot health report")
-        command(rec, dev, {"id": "c-1", "op": "identify", "seconds": 1})
-        assert ack_of(rec, dev, "c-1")["ok"] is True
-        command(rec, dev, {"id": "c-2", "op": "set_interval", "sensor": "air",
-                           "interval_s": 0.6})
-        assert ack_of(rec, dev, "c-2") == {"id": "c-2", "ok": True, "sensors": ["air"]}
-        n = len(samples(rec, dev))
-        command(rec, dev, {"id": "c-3", "op": "flush"})
-        assert ack_of(rec, dev, "c-3")["ok"] is True
-        wait_until(lambda: len(samples(rec, dev)) >= n + 8, 20, "slower sampling")
-        times = [s["t"] for s in samples(rec, dev)][n:]
-        gaps = sorted(b - a for a, b in itertools.pairwise(times))
-        assert 500 < gaps[len(gaps) // 2] < 800, f"median gap {gaps[len(gaps) // 2]} ms, not 600"
-        command(rec, dev, {"id": "c-4", "op": "self_destruct"})
-        command(rec, dev, "not json")
-        command(rec, dev, {"id": "c-5", "op": "set_interval", "sensor": "air",
-                           "interval_s": "fast"})
-        command(rec, dev, {"id": "c-6", "op": "set_interval", "sensor": "pm-9",
-                           "interval_s": 5})
-        assert ack_of(rec, dev, "c-4") == {"id": "c-4", "ok": False,
-                                           "error": "unknown op 'self_destruct'"}
-        assert "interval_s" in ack_of(rec, dev, "c-5")["error"]
-        assert "pm-9" in ack_of(rec, dev, "c-6")["error"]
-        wait_until(lambda: None in acks(rec, dev), 10, "an answer to the bad JSON")
-        assert acks(rec, dev)[None]["ok"] is False
-
-        # A config that fails validation: refused with the key named, nothing changed.
-        before = (board.folder / "config.json").read_text()
-        command(rec, dev, {"id": "c-7", "op": "config", "config": {"mqtt": {"port": "x"}}})
-        refused = ack_of(rec, dev, "c-7", 30)
-        assert refused["ok"] is False and "mqtt.port" in refused["error"], refused
-        assert (board.folder / "config.json").read_text() == before
-        # A good one: persisted (the old file kept as config.bak), applied after the reboot.
-        command(rec, dev, {"id": "c-8", "op": "config", "config": {"health_interval_s": 2}})
-        assert ack_of(rec, dev, "c-8", 30) == {"id": "c-8", "ok": True}
-        assert json.loads((board.folder / "config.json").read_text())["health_interval_s"] == 2
-        assert json.loads((board.folder / "config.bak").read_text())["health_interval_s"] == 1
-        assert not (board.folder / "config.trial").exists(), "confirmed once connected"
-
-        command(rec, dev, {"id": "c-9", "op": "reboot"})
-        assert ack_of(rec, dev, "c-9")["ok"] is True
-        wait_until(lambda: [s.get("boot") for s in statuses(rec, dev)
-                            if s["state"] == "online"][-1:] == [4], 30, "the 4th boot")
-        wait_until(lambda: rec.docs(dev, "health")[-1]["reset_cause"] == "soft", 20,
-                   "health after the reboot")
-    finally:
-        sup.stop()
-        rec.close()
-    console = board.console()
-    assert "identify: blinking the status LED for 1 s" in console
-    assert "identify: done" in console
-    assert sup.codes[:3] == [EXIT_RESET] * 3, sup.codes
-    assert_clean(console)
 
 
 def test_config_that_cannot_connect_is_rolled_back(
