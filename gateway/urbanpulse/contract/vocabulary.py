@@ -20,7 +20,8 @@ DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 
 MAX_SAMPLES_PER_MESSAGE = 100
 MAX_PAYLOAD_BYTES = 64 * 1024
-# A retained status is a few dozen bytes: anything larger is refused before it is parsed.
+# A retained status is a few dozen bytes: anything larger is refused before it is parsed
+# (so is a command's answer, MAX_ACK_BYTES).
 MAX_STATUS_BYTES = 1024
 # An energy meter's reading, Wh. CONTRACT.md says only ">= 0": a terawatt-hour is far beyond
 # any lamp's meter (a PZEM-004T counts to 10^7 Wh), and a bound keeps sums over a district
@@ -94,6 +95,9 @@ GATEWAY_STATS_MEASUREMENT = "gateway_stats"
 # gateway; README "InfluxDB schema as built" documents the fields.
 DEVICE_HEALTH_MEASUREMENT = "device_health"
 DEVICE_STATUS_MEASUREMENT = "device_status"
+# A board's answers to commands (city/{id}/cmd/ack), stored as they arrive.
+DEVICE_COMMAND_MEASUREMENT = "device_command"
+MAX_ACK_BYTES = 1024
 
 HealthFieldType = Literal["float", "str"]
 

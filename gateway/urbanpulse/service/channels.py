@@ -1,8 +1,10 @@
-"""What the health and status handlers share: topic to registered device, counting, logging.
+"""What the health, status and ack handlers share: topic to registered device, counting,
+logging.
 
-Topics are ``{prefix}/{device_id}/{channel}``; the channel (``telemetry``, ``health``,
-``status``) picks the handler. Rejections are counted in the same ``Stats`` as telemetry's
-(by reason) and logged the same way, at most once per reason per interval.
+Topics are ``{prefix}/{device_id}/{channel}`` (contract/topics.py); the channel
+(``telemetry``, ``health``, ``status``, ``cmd/ack``) picks the handler. Rejections are
+counted in the same ``Stats`` as telemetry's (by reason) and logged the same way, at most
+once per reason per interval.
 """
 
 from __future__ import annotations
@@ -11,23 +13,12 @@ import logging
 from collections.abc import Callable
 
 from urbanpulse.contract.messages import MessageRejected, Reason, Rejection
+from urbanpulse.contract.topics import topic_levels
 from urbanpulse.contract.vocabulary import DEVICE_ID_RE
 from urbanpulse.registry.devices import RegisteredDevice, Registry
 
 from .logs import RateLimitedLog
 from .stats import Stats
-
-
-def topic_levels(topic: str, prefix: str) -> list[str]:
-    """The topic's levels after ``prefix/``; [] when the prefix does not match."""
-    head = prefix + "/"
-    return topic[len(head) :].split("/") if topic.startswith(head) else []
-
-
-def topic_channel(topic: str, prefix: str) -> str | None:
-    """``telemetry``, ``health``, ``status`` ... for ``{prefix}/{id}/{channel}``, else None."""
-    levels = topic_levels(topic, prefix)
-    return levels[1] if len(levels) == 2 else None
 
 
 class DeviceChannel:
@@ -49,7 +40,7 @@ class DeviceChannel:
 
     def device(self, topic: str) -> RegisteredDevice:
         levels = topic_levels(topic, self._prefix)
-        if len(levels) != 2 or levels[1] != self.channel:
+        if len(levels) < 2 or "/".join(levels[1:]) != self.channel:
             raise MessageRejected(Reason.BAD_TOPIC, f"topic {topic!r} is not {self.channel}")
         device_id = levels[0]
         if not DEVICE_ID_RE.match(device_id):

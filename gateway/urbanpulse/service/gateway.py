@@ -1,13 +1,15 @@
 """The gateway service: MQTT in, validated and enriched points out to InfluxDB.
 
 Threads: paho's network loop receives and validates messages (``MessageHandler`` for
-telemetry, ``HealthHandler``, ``StatusHandler``) and queues their points; the batcher thread
+telemetry, ``HealthHandler``, ``StatusHandler``, ``AckHandler`` for commands' answers) and
+queues their points; the batcher thread
 writes and then acknowledges; the caller's thread runs ``run()``: registry reloads, the
 gateway's own statistics, liveness timeouts and the systemd watchdog pings, sent only while
 the pipeline makes progress. ``/metrics`` is served from its own thread.
 
-Subscriptions: ``{prefix}/+/telemetry`` and ``{prefix}/+/health`` go through the shared
-subscription when ``shared_group`` is set (each message stored once by one gateway);
+Subscriptions: ``{prefix}/+/telemetry``, ``{prefix}/+/health`` and ``{prefix}/+/cmd/ack``
+go through the shared subscription when ``shared_group`` is set (each message stored once by
+one gateway);
 ``{prefix}/+/status`` never does: every gateway needs every board's state for its liveness
 view, and a shared subscription hands each status change (a last will) to one member only;
 brokers also differ on retained messages for shared subscriptions (Mosquitto 2.0 sends them,
@@ -23,6 +25,7 @@ import time
 from urbanpulse.config import Settings
 from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.contract.messages import Telemetry, TelemetryValidator
+from urbanpulse.contract.topics import topic_channel
 from urbanpulse.contract.vocabulary import DEVICE_INFO_MEASUREMENT, GATEWAY_STATS_MEASUREMENT
 from urbanpulse.influx.deadletter import DeadLetterFile
 from urbanpulse.influx.writer import PointWriter, WriteError, make_writer
@@ -30,8 +33,9 @@ from urbanpulse.kpi.job import KpiJob
 from urbanpulse.kpi.windows import hour_start
 from urbanpulse.registry.devices import Registry, RegistryError, RegistryWatcher
 
+from .acks import AckHandler
 from .batcher import AckToken, Batcher
-from .channels import DeviceChannel, topic_channel
+from .channels import DeviceChannel
 from .dedup import RecentMessages
 from .health import HealthHandler
 from .liveness import Liveness, StatusHandler
@@ -115,6 +119,9 @@ class Gateway:
             DeviceChannel("health", prefix, registry, self.stats, self._rejections),
             max_future_ms=settings.validation.max_future_s * 1000,
         )
+        self.acks = AckHandler(
+            DeviceChannel("cmd/ack", prefix, registry, self.stats, self._rejections)
+        )
         self.status = StatusHandler(
             DeviceChannel("status", prefix, registry, self.stats, self._rejections)
         )
@@ -126,7 +133,8 @@ class Gateway:
         shared = f"$share/{settings.mqtt.shared_group}/" if settings.mqtt.shared_group else ""
         self.topic = f"{shared}{prefix}/+/telemetry"
         # The telemetry subscription comes first: the gateway is ready once it is granted.
-        self.topics = [self.topic, f"{shared}{prefix}/+/health", f"{prefix}/+/status"]
+        self.topics = [self.topic, f"{shared}{prefix}/+/health", f"{prefix}/+/status",
+                       f"{shared}{prefix}/+/cmd/ack"]
         self._ready_sent = False
         self._started = time.monotonic()
         self._metrics: MetricsServer | None = None
@@ -166,8 +174,9 @@ class Gateway:
     def _handle(self, topic: str, payload: bytes) -> list[str]:
         """The points a message yields (telemetry, health, or liveness changes)."""
         channel = topic_channel(topic, self.settings.mqtt.topic_prefix)
-        if channel == "health":
-            device, lines = self.health.handle(topic, payload)
+        if channel in ("health", "cmd/ack"):
+            handler = self.health if channel == "health" else self.acks
+            device, lines = handler.handle(topic, payload)
             if device is not None:
                 lines += self.liveness.seen(device.device.device_id)
             return lines

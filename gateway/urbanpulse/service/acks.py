@@ -1,0 +1,67 @@
+"""Boards' answers to commands (``{prefix}/{id}/cmd/ack``) to ``device_command`` points: what
+each board was told, and what it said.
+
+Payload: ``{"id": "c-17", "ok": true, ...}`` or ``{"id": "c-17", "ok": false, "error":
+"retained"}`` (``id`` is null when the command was not even JSON). An answer carries no time of
+its own: it is stored at its arrival (one ms later than the board's previous answer at the
+least, so that no two answers ever share a point). ``ok`` is a bool, ``id`` and ``error``
+strings; other members (a ``flush``'s ``buffered``) are left out. Over MAX_ACK_BYTES, not JSON,
+not an object or without a bool ``ok``: rejected whole, counted and logged like any message.
+"""
+
+from __future__ import annotations
+
+import time
+
+from urbanpulse.contract.lineprotocol import encode_fields
+from urbanpulse.contract.messages import MessageRejected, Reason, json_object
+from urbanpulse.contract.vocabulary import DEVICE_COMMAND_MEASUREMENT, MAX_ACK_BYTES
+from urbanpulse.registry.devices import RegisteredDevice
+
+from .channels import DeviceChannel
+
+_MAX_ID, _MAX_ERROR = 64, 200
+
+
+def parse_ack(payload: bytes) -> dict[str, bool | str]:
+    """The fields to store, or raise MessageRejected."""
+    if len(payload) > MAX_ACK_BYTES:
+        raise MessageRejected(Reason.TOO_LARGE, f"{len(payload)} bytes, limit {MAX_ACK_BYTES}")
+    raw = json_object(payload)
+    ok = raw.get("ok")
+    if not isinstance(ok, bool):
+        raise MessageRejected(Reason.BAD_ENVELOPE, f"ok={ok!r}: must be true or false")
+    fields: dict[str, bool | str] = {"ok": ok}
+    for key, limit in (("id", _MAX_ID), ("error", _MAX_ERROR)):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise MessageRejected(Reason.BAD_ENVELOPE, f"{key}={value!r}: must be a string")
+        fields[key] = value[:limit]
+    return fields
+
+
+class AckHandler:
+    """(topic, payload) of a command's answer to the point to store; counts and logs."""
+
+    def __init__(self, channel: DeviceChannel) -> None:
+        self._channel = channel
+        # Per device, the last time stamped: two answers in one ms would be one point (same
+        # series and time), so a later one gets the next ms.
+        self._last_ms: dict[str, int] = {}
+
+    def handle(self, topic: str, payload: bytes) -> tuple[RegisteredDevice | None, list[str]]:
+        self._channel.count_received()
+        try:
+            device = self._channel.device(topic)
+            fields = parse_ack(payload)
+        except MessageRejected as exc:
+            self._channel.reject(exc.rejection, topic)
+            return None, []
+        self._channel.count_accepted()
+        device_id = device.device.device_id
+        t = max(time.time_ns() // 1_000_000, self._last_ms.get(device_id, 0) + 1)
+        self._last_ms[device_id] = t
+        point = f"{DEVICE_COMMAND_MEASUREMENT}{device.tag_string} {encode_fields(fields)} {t}"
+        return device, [point]
