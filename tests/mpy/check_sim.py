@@ -4,15 +4,16 @@ import json
 from mpytest import encode_sample, eq
 from urbanpulse_fw import sim
 
-# CONTRACT.md v1 vocabulary: field -> (min, max), None = unbounded; "bool" = true/false.
-# tests/test_firmware_mpy.py checks that this table equals gateway/urbanpulse/vocabulary.py.
+# CONTRACT.md v1 vocabulary (with the gateway's bound on energy): field -> (min, max), None =
+# unbounded; "bool" = true/false.
+# tests/firmware/test_firmware_mpy.py checks it against gateway/urbanpulse/contract/vocabulary.py.
 RANGES = {
     "pm1": (0, 2000), "pm25": (0, 2000), "pm10": (0, 2000), "no2": (0, 2000), "o3": (0, 2000),
     "co2": (0, 40000), "temperature": (-60, 85), "humidity": (0, 100), "pressure": (300, 1100),
     "laeq": (0, 160), "lamax": (0, 160), "lamin": (0, 160),
     "vehicles": (0, 100000), "period_s": (1, 86400), "speed_avg": (0, 300),
     "occupied": "bool", "lamp_on": "bool",
-    "power": (0, 5000), "energy": (0, None), "dim_level": (0, 100),
+    "power": (0, 5000), "energy": (0, 1e12), "dim_level": (0, 100),
     "water_level": (-500, 5000),
     "soil_moisture": (0, 100), "soil_temperature": (-40, 80),
 }

@@ -164,7 +164,7 @@ class Board:
 
 
 # The heap every board gets, simulated sensors or real drivers: what the firmware must live
-# in (tests/test_firmware_soak.py runs a day of every kind's drivers in it).
+# in (tests/firmware/test_firmware_soak.py runs a day of every kind's drivers in it).
 HEAP = "64k"
 
 
