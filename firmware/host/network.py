@@ -9,10 +9,10 @@ STA_IF = 0
 
 # The host's Ctrl-C (gateway/urbanpulse/devtools/hostboard.py): the unix port raises
 # KeyboardInterrupt from its SIGINT handler wherever the C code is, and one that lands in a
-# garbage collection locks the heap for good. A board's REPL raises it between bytecodes. So a board started by
-# hostboard.launch (which sets this variable) has a non-blocking pipe as stdin, and its end
-# is the stop, raised here, in the call the main loop makes on every pass. Reading an empty
-# non-blocking pipe gives None and allocates nothing.
+# garbage collection locks the heap for good. A board's REPL raises it between bytecodes. So
+# a board started by hostboard.launch (which sets this variable) has a non-blocking pipe as
+# stdin, and its end is the stop, raised here, in the call the main loop makes on every pass.
+# Reading an empty non-blocking pipe gives None and allocates nothing.
 _stop = sys.stdin.buffer if os.getenv("URBANPULSE_HOST_STOP") else None
 
 # Stable per board folder (the board runs in its own), so each simulated board has its own
