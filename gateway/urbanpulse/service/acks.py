@@ -52,13 +52,10 @@ class AckHandler:
         self._last_ms: dict[str, int] = {}
 
     def handle(self, topic: str, payload: bytes) -> tuple[RegisteredDevice | None, list[str]]:
-        self._channel.count_received()
-        try:
-            device = self._channel.device(topic)
-            fields = parse_ack(payload)
-        except MessageRejected as exc:
-            self._channel.reject(exc.rejection, topic)
+        received = self._channel.receive(topic, payload, parse_ack)
+        if received is None:
             return None, []
+        device, fields = received
         self._channel.count_accepted()
         device_id = device.device.device_id
         t = max(time.time_ns() // 1_000_000, self._last_ms.get(device_id, 0) + 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from urbanpulse.contract.messages import MessageRejected, Reason, Rejection
 from urbanpulse.contract.topics import topic_levels
@@ -19,6 +20,8 @@ from urbanpulse.registry.devices import RegisteredDevice, Registry
 
 from .logs import RateLimitedLog
 from .stats import Stats
+
+T = TypeVar("T")
 
 
 class DeviceChannel:
@@ -52,6 +55,18 @@ class DeviceChannel:
         if device is None:
             raise MessageRejected(Reason.UNKNOWN_DEVICE, f"device={device_id} is not registered")
         return device
+
+    def receive(
+        self, topic: str, payload: bytes, parse: Callable[[bytes], T]
+    ) -> tuple[RegisteredDevice, T] | None:
+        """Count the message, look its device up and parse it; None (counted and logged)
+        when either refuses it. The caller counts it accepted once it has its points."""
+        self.count_received()
+        try:
+            return self.device(topic), parse(payload)
+        except MessageRejected as exc:
+            self.reject(exc.rejection, topic)
+            return None
 
     def count_received(self) -> None:
         self._stats.received()

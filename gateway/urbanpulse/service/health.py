@@ -136,13 +136,12 @@ class HealthHandler:
 
     def handle(self, topic: str, payload: bytes) -> tuple[RegisteredDevice | None, list[str]]:
         """The device (None when the message was rejected whole) and its points."""
-        self._channel.count_received()
-        try:
-            device = self._channel.device(topic)
-            health = parse_health(payload, max_future_ms=self._max_future_ms)
-        except MessageRejected as exc:
-            self._channel.reject(exc.rejection, topic)
+        received = self._channel.receive(
+            topic, payload, lambda p: parse_health(p, max_future_ms=self._max_future_ms)
+        )
+        if received is None:
             return None, []
+        device, health = received
         for rejection in health.rejected:
             self._channel.reject(rejection, topic, what="field")
         self._channel.count_accepted()

@@ -178,12 +178,8 @@ class StatusHandler:
         self._channel = channel
 
     def handle(self, topic: str, payload: bytes) -> tuple[RegisteredDevice | None, str | None]:
-        self._channel.count_received()
-        try:
-            device = self._channel.device(topic)
-            state = parse_status(payload)
-        except MessageRejected as exc:
-            self._channel.reject(exc.rejection, topic)
+        received = self._channel.receive(topic, payload, parse_status)
+        if received is None:
             return None, None
         self._channel.count_accepted()
-        return device, state
+        return received

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable
 
 from urbanpulse.contract.lineprotocol import encode_field_value, escape_key
-from urbanpulse.contract.messages import MessageRejected, Telemetry, TelemetryValidator
+from urbanpulse.contract.messages import Telemetry, TelemetryValidator
 from urbanpulse.contract.vocabulary import VOCABULARY
 from urbanpulse.registry.devices import RegisteredDevice, Registry
 
@@ -62,13 +62,10 @@ class MessageHandler:
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         """Points to store for this message; rejections are counted and logged here."""
-        self._channel.count_received()
-        try:
-            device = self._channel.device(topic)
-            message = self._validator.parse(payload)
-        except MessageRejected as exc:
-            self._channel.reject(exc.rejection, topic)
+        received = self._channel.receive(topic, payload, self._validator.parse)
+        if received is None:
             return []
+        device, message = received
         # Points first: a message is remembered only once it has yielded its points.
         lines = telemetry_points(device, message)
         if self._recent is not None and self._recent.seen_before(
