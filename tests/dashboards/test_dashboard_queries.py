@@ -171,6 +171,9 @@ EXPECTED: dict[tuple[str, str, str], Compute] = {
         d.select("device_status"), ["state", "reason"], ["district", "kind", "device_id"])),
     ("network-health", "Board status", "B"): lambda d: Latest(latest(
         d.select("device_health"), ["fw", "reset_cause", "faults"], DEVICE)),
+    ("network-health", "Command answers", "A"): lambda d: Series(
+        series(d.select("device_command"), ["id", "ok", "error"],
+               ["district", "kind", "device_id"])),
     ("network-health", "Battery", "A"): lambda d: Series(
         per_hour(d.select("device_health"), "battery", DEVICE, min)),
     ("network-health", "WiFi signal (RSSI)", "A"): lambda d: Series(

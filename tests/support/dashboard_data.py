@@ -109,6 +109,12 @@ def generate() -> list[Point]:
             add(Point("kpi_network_hourly", b.tags(level="device"), {
                 "samples": 60 * completeness, "expected": 60.0, "completeness": completeness,
                 "valid": completeness >= 0.75, "seen": True}, DAY_START + h * HOUR))
+        if b.device_id in ("light-n1", "light-s1"):
+            # Two commands to each lamp: one carried out, one refused (it came retained).
+            add(Point("device_command", b.tags(), {"id": "c-1", "ok": True},
+                      DAY_START + 9 * HOUR))
+            add(Point("device_command", b.tags(), {"id": "c-2", "ok": False,
+                                                   "error": "retained"}, DAY_START + 10 * HOUR))
         add(Point("kpi_capture_daily", b.tags(level="device"), {
             "valid_hours": 0.0 if b.device_id == "park-n1" else 24.0,
             "capture": 0.0 if b.device_id == "park-n1" else 1.0,

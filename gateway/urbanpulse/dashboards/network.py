@@ -1,5 +1,6 @@
 """Network health: which boards are online, their batteries, radios and memory, how complete
-their data is, the firmware they run, and what the gateways reject."""
+their data is, the firmware they run, what they answered to commands, and what the gateways
+reject."""
 
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ def build() -> dash.Dashboard:
             description="Latest liveness state and why, firmware version, last reset cause "
             "and sensor faults.",
             transformations=[p.join_by_device(), p.hide_time()], width=24))
+        .with_panel(p.table_panel(
+            "Command answers",
+            [points("device_command", ["id", "ok", "error"], None, BY_DEVICE, variables=VARS)],
+            description="What each board answered to the commands sent to it (device_command):"
+            " the command's id, ok, and the reason of a refusal (retained, bad JSON, a bad "
+            "value).",
+            transformations=[p.merge_tables()], width=24, height=6))
         .with_panel(p.timeseries_panel(
             "Battery", [per_interval("device_health", "battery", "min", ["device_id"],
                                      variables=VARS)],

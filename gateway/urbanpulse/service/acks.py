@@ -1,5 +1,5 @@
-"""Boards' answers to commands (``{prefix}/{id}/cmd/ack``) to ``device_command`` points: what
-each board was told, and what it said.
+"""Boards' answers to commands (``{prefix}/{id}/cmd/ack``) to ``device_command`` points, shown
+on the network dashboard: what each board was told, and what it said.
 
 Payload: ``{"id": "c-17", "ok": true, ...}`` or ``{"id": "c-17", "ok": false, "error":
 "retained"}`` (``id`` is null when the command was not even JSON). An answer carries no time of
