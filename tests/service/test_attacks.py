@@ -3,7 +3,6 @@ attack must fail, visibly, and cost nothing else."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from support.fault_harness import GatewayProcess, write_gateway_config
 from support.gateway_harness import gateway_settings, running_gateway
 from support.ops_harness import device_ids, status_rows, telemetry, write_registry
-from support.services import Services, free_ports, services_for
+from support.services import Services, free_ports, mosquitto_password_file, services_for
 from support.waiting import wait_until
 from urbanpulse.broker.policy import GATEWAY_USER, OPERATOR_USER, acl
 from urbanpulse.config import InfluxSettings, MqttSettings
@@ -102,11 +101,7 @@ class SecureBroker:
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     root = tmp_path_factory.mktemp("secure-broker")
     pki = make_pki(root / "pki")
-    password_file = root / "mosquitto.passwd"
-    password_file.touch(mode=0o600)
-    for user, password in PASSWORDS.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(password_file), user, password],
-                       check=True, capture_output=True)
+    password_file = mosquitto_password_file(root / "mosquitto.passwd", PASSWORDS)
     acl_file = root / "mosquitto.acl"
     acl_file.write_text(acl())
     mqtt_port, influx_port, rpc_port = free_ports(3)

@@ -25,7 +25,13 @@ from support.gateway_harness import (
     Publisher,
     running_gateway,
 )
-from support.services import NOT_INSTALLED, Services, free_ports, services_for
+from support.services import (
+    NOT_INSTALLED,
+    Services,
+    free_ports,
+    mosquitto_password_file,
+    services_for,
+)
 from support.waiting import wait_until
 from urbanpulse.config import (
     ConfigError,
@@ -65,15 +71,8 @@ class SecureStack:
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     root = tmp_path_factory.mktemp("secure")
     pki = make_pki(root / "pki")
-    password_file = root / "mosquitto.passwd"
-    password_file.touch(mode=0o600)
-    result = subprocess.run(
-        ["mosquitto_passwd", "-b", str(password_file), MQTT_USER, MQTT_PASSWORD],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"mosquitto_passwd failed ({NOT_INSTALLED}): {result.stderr}", pytrace=False)
+    password_file = mosquitto_password_file(root / "mosquitto.passwd",
+                                            {MQTT_USER: MQTT_PASSWORD})
     mqtt_port, tls_port, influx_port, rpc_port = free_ports(4)
     settings = stack.StackSettings(
         state_dir=root / "stack",

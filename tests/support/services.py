@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,15 @@ def points_by_time(services: Services, measurement: str, **tags: str) -> dict[in
         for row in s["values"]:
             out[int(row[0])] = dict(zip(s["columns"][1:], row[1:], strict=True))
     return out
+
+
+def mosquitto_password_file(path: Path, passwords: dict[str, str]) -> Path:
+    """A Mosquitto password file (0600) with these users, written by `mosquitto_passwd`."""
+    path.touch(mode=0o600)
+    for user, password in passwords.items():
+        result = subprocess.run(["mosquitto_passwd", "-b", str(path), user, password],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"mosquitto_passwd failed ({NOT_INSTALLED}): {result.stderr}",
+                        pytrace=False)
+    return path
