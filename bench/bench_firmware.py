@@ -23,27 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gateway"))
 
+from board_start import START  # noqa: E402
+
 from urbanpulse.devtools.fleet import DRIVER_SENSORS  # noqa: E402
 from urbanpulse.devtools.hostboard import board_env  # noqa: E402
 from urbanpulse.field.bundle import build_bundle, find_tool  # noqa: E402
 
-SCRIPT = r"""
-import gc, time
-from urbanpulse_fw import clock, hw, startup
-r = startup.start()
-cfg = r[0]
-errors = r[2]
-del r
-cause, wdt = startup.hardware(cfg)
-objs = startup.build_sensors(cfg, errors)
-del startup
-hw.unload("startup")
-for name in ("telemetry", "mqtt", "uplink",
-             "mainloop"):
-    gc.collect()
-    __import__("urbanpulse_fw." + name)
-from urbanpulse_fw import mainloop
-loop = mainloop.MainLoop(cfg, 1, objs, errors, cause, wdt)
+SCRIPT = START + r"""
 gc.collect()
 after_start = gc.mem_free()
 low = after_start

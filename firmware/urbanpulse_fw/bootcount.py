@@ -1,5 +1,6 @@
-# Boot counter kept in flash. (device_id, boot, seq) names a telemetry message, so the counter
-# must never go back: it is written to a temporary file and renamed over the old one.
+# Counters kept in flash that must never go back: the boot counter ((device_id, boot, seq)
+# names a telemetry message) and the last accepted command counter (cmdauth.py). Written to a
+# temporary file and renamed over the old one.
 import os
 
 
@@ -16,9 +17,7 @@ def read(path="bootcount"):
     return max(_read(path), _read(path + ".tmp"))
 
 
-def bump(path="bootcount"):
-    """Increment the counter and return the new value (1 on the very first boot)."""
-    n = read(path) + 1
+def write(path, n):
     with open(path + ".tmp", "w") as f:
         f.write("%d\n" % n)
     try:
@@ -30,4 +29,10 @@ def bump(path="bootcount"):
         except OSError:
             pass
         os.rename(path + ".tmp", path)
+
+
+def bump(path="bootcount"):
+    """Increment the counter and return the new value (1 on the very first boot)."""
+    n = read(path) + 1
+    write(path, n)
     return n

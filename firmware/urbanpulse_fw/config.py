@@ -32,6 +32,10 @@
 # "start_ms": null} (time runs `scale` times faster; a null start leaves the clock unset until
 # the NTP stand-in sets it).
 #
+# Keys (CONTRACT.md v2): "cmd_key" (the city's Ed25519 command public key, 64 hex digits:
+# then only commands it signed are carried out, cmdauth.py; null: any command, for benches
+# and demos without keys) and "device_key" (the board's own 32-byte secret, 64 hex digits).
+#
 # Optional keys: "max_messages" (int or null: stop cleanly after that many telemetry messages
 # were acknowledged; for tests), "utc_offset_h" (local time for the simulated daily patterns,
 # default 0), "max_buffer_bytes" (RAM budget for unsent samples; default: a share of the free
@@ -92,7 +96,7 @@ def validate(raw):
                    "publish_interval_s", "max_samples_per_message", "sensors", "seed",
                    "max_messages", "utc_offset_h", "max_buffer_bytes", "max_flash_bytes",
                    "health_interval_s", "watchdog_s", "rollback_s", "led_pin", "battery",
-                   "deep_sleep", "host_clock"))
+                   "deep_sleep", "host_clock", "cmd_key", "device_key"))
     dev = _get(raw, "device_id", "device_id", str)
     ok = 3 <= len(dev) <= 32 and "a" <= dev[0] <= "z"
     for x in dev:
@@ -176,6 +180,10 @@ def validate(raw):
         c["wake_s"] = _get(d, "wake_s", "deep_sleep.wake_s", float, 300, 0.01, 86400)
         c["publish_every"] = _get(d, "publish_every", "deep_sleep.publish_every", int, 6,
                                   1, 10000)
+    for k in ("cmd_key", "device_key"):
+        v = c[k] = _get(raw, k, k, str, None)
+        if v is not None and (len(v) != 64 or v.strip("0123456789abcdef")):
+            _fail(k, "must be 64 lowercase hex digits (32 bytes) or null")
     h = raw.get("host_clock")
     c["clock_scale"] = 1
     c["clock_start_ms"] = -1  # -1: the port's own clock

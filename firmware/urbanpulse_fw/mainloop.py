@@ -4,23 +4,12 @@
 # report, remote commands, the watchdog and deep sleep. Few names, functions and modules on
 # purpose: every identifier and function object costs heap.
 #
-# Remote commands on {prefix}/{id}/cmd (QoS 1), each answered on {prefix}/{id}/cmd/ack:
-#   {"id":"c-17","op":"reboot"}                      -> {"id":"c-17","ok":true}
-#   {"id":"c-18","op":"set_interval","sensor":"air","interval_s":60}   name or kind
-#   {"id":"c-19","op":"identify","seconds":10}       blink the status LED
-#   {"id":"c-20","op":"flush"}                       publish the whole buffer now
-#   {"id":"c-21","op":"config","config":{...}}       see below
-# Anything wrong -> {"id":..,"ok":false,"error":"..."} naming the key and the value; a
-# retained command is never carried out ("error":"retained").
-#
-# "config" saves the partial config as config.new and reboots at once; at start cfgtrial.py
-# merges it into config.json, validates it (or refuses it with the reason), keeps the old
-# file as config.bak and puts the new one on trial; the answer goes out once the board is
-# connected again (validating in the running firmware would not fit a 64 KiB heap). If the
-# board does not reach the broker within rollback_s with the new config (or fails to start
-# with it 3 times), config.bak comes back. (The commands were a module of their own, loaded
-# at the first command: in a heap fragmented by a long run its code could find no block big
-# enough, so they are here, loaded at start.)
+# Remote commands on {prefix}/{id}/cmd, answered on .../cmd/ack (firmware/README.md,
+# "Commands"), are one function loaded at start: in a heap fragmented by a long run, a module
+# loaded at the first command may find no block for its code. The signature check
+# (cmdauth.py) is too big to keep loaded, so its room is kept instead (self.spare). "config"
+# is saved as config.new and applied at the next start (cfgtrial.py): validating in the
+# running firmware would not fit a 64 KiB heap.
 import gc
 import json
 import os
@@ -47,7 +36,18 @@ class MainLoop:
         self.cause = cause
         self.errors = list(errors)  # config problems for the health report
         self.sensors = objs  # sensors.build()'s objects
-        for e in errors:
+        self.cmd_key = None  # type: tuple | None
+        self.spare = []  # type: list
+        if cfg["cmd_key"]:
+            # The command key decoded once (edkey.py), and room for checking a signature kept
+            # from the start, in 1 KiB pieces let go for each check: in a long-fragmented heap
+            # the verifier's code and big ints would find no blocks.
+            from urbanpulse_fw import edkey
+
+            self.cmd_key = edkey.prepare(cfg["cmd_key"], self.errors)
+            self.spare = [bytearray(1024) for _ in range(edkey.SPARE_KB)]
+            hw.unload("edkey")
+        for e in self.errors:
             self.log("config: %s" % e)
         self.up = uplink.Uplink(cfg, boot, self.log)
         ob = self.outbox = telemetry.Outbox(boot, cfg["max_samples_per_message"], 0)
@@ -319,8 +319,8 @@ class MainLoop:
         """Carry out a command (the payload of a message on .../cmd) and answer it on .../cmd/ack.
         The client's on_message; one function, not one per op: each function object costs
         heap."""
-        if topic != self.up.topic + "cmd":
-            return
+        if topic != self.up.topic + "cmd" or not payload:
+            return  # an empty payload clears a retained message: nothing to answer
         cid = None
         try:
             d = json.loads(payload)
@@ -331,6 +331,17 @@ class MainLoop:
                 # Kept by the broker and sent again on every connect: a retained reboot would
                 # reboot the board for ever (CONTRACT.md v2, "Signed commands").
                 raise ValueError("retained")
+            if self.cmd_key:
+                n = len(self.spare)
+                self.spare = []  # its room is the check's
+                gc.collect()
+                from urbanpulse_fw import cmdauth
+
+                try:
+                    cmdauth.check(self.cfg, self.cmd_key, d, payload)
+                finally:
+                    hw.unload("cmdauth")
+                    self.spare = [bytearray(1024) for _ in range(n)]
             op = d.get("op")
             now = clock.ticks()
             extra = {}  # type: dict
@@ -360,6 +371,9 @@ class MainLoop:
                 new = d.get("config")
                 if type(new) is not dict or not new:
                     raise ValueError("config must be a non-empty object")
+                for k in ("mqtt", "wifi", "watchdog_s", "rollback_s"):
+                    if k in new and d.get("unsafe") is not True:
+                        raise ValueError('config.%s needs "unsafe":true' % k)
                 with open("config.new", "w") as f:
                     f.write(json.dumps({"id": cid, "config": new}))
                 self.reboot_at = now

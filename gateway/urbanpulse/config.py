@@ -141,6 +141,16 @@ class RegistrySettings(_Section):
     reload_interval_s: Annotated[float, Field(gt=0)] = 5.0
 
 
+class KeySettings(_Section):
+    # The boards' device keys (CONTRACT.md v2): JSON, readable by the gateway's user only;
+    # provisioning adds to it, the gateway reloads it with the registry.
+    device_keys: Path | None = None
+    # The city's command public key (64 hex digits): provisioning writes it into every
+    # board's config, and the board then carries out only commands signed with its private
+    # half, which stays with the operators.
+    command_public: Path | None = None
+
+
 class ValidationSettings(_Section):
     # Samples stamped further in the future than this are refused (a board's clock is off).
     max_future_s: Annotated[int, Field(ge=0)] = 600
@@ -250,6 +260,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     batch: BatchSettings = BatchSettings()
     registry: RegistrySettings = RegistrySettings()
+    keys: KeySettings = KeySettings()
     validation: ValidationSettings = ValidationSettings()
     log: LogSettings = LogSettings()
     stats: StatsSettings = StatsSettings()

@@ -45,6 +45,20 @@ def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     assert f"{tmp_path / 'nowhere.csv'}: registry file not found" in result.stderr
 
 
+def test_a_device_key_store_others_can_read_stops_the_gateway(tmp_path: Path) -> None:
+    (tmp_path / "devices.csv").write_text(REGISTRY_CSV)
+    store = tmp_path / "device-keys.json"
+    store.write_text("{}\n")
+    os.chmod(store, 0o644)
+    config = tmp_path / "urbanpulse.toml"
+    config.write_text(f'[registry]\npath = "{tmp_path / "devices.csv"}"\n'
+                      f'[keys]\ndevice_keys = "{store}"\n')
+    result = urbanpulse("gateway", "run", "--config", str(config))
+    assert result.returncode == 2
+    assert "must be readable by its owner only (it is 644; chmod 600" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.services
 def test_gateway_process_logs_for_journald_and_stops_cleanly_on_sigterm(
     influx: Services, tmp_path: Path

@@ -81,6 +81,7 @@ def test_provision_writes_everything_and_prints_a_label(tmp_path: Path) -> None:
         "location  52.37020, 4.89520",
         "interval  120 s",
         "MQTT user air-north-01",
+        "commands  UNSIGNED accepted",
         f"config    {fingerprint(config_path.read_text())}",
     ]
     assert password not in result.stdout + result.stderr

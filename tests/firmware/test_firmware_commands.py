@@ -50,7 +50,11 @@ def test_commands_are_answered_and_refusals_name_the_problem(
         # A config that fails validation: refused with the key named, nothing changed.
         before = (board.folder / "config.json").read_text()
         command(rec, dev, {"id": "c-7", "op": "config", "config": {"mqtt": {"port": "x"}}})
-        refused = ack_of(rec, dev, "c-7", 30)
+        assert ack_of(rec, dev, "c-7") == {
+            "id": "c-7", "ok": False, "error": 'config.mqtt needs "unsafe":true'}
+        command(rec, dev, {"id": "c-7u", "op": "config", "unsafe": True,
+                           "config": {"mqtt": {"port": "x"}}})
+        refused = ack_of(rec, dev, "c-7u", 30)
         assert refused["ok"] is False and "mqtt.port" in refused["error"], refused
         assert (board.folder / "config.json").read_text() == before
         # A good one: persisted (the old file kept as config.bak), applied after the reboot.

@@ -29,7 +29,6 @@ import pytest
 from support.hostboards import (
     DRIVER_FIELDS,
     FIRMWARE,
-    HEAP,
     MPY_TESTS,
     OFFLINE,
     RUNNER,
@@ -48,6 +47,7 @@ from urbanpulse.contract.vocabulary import (
     VOCABULARY,
 )
 from urbanpulse.devtools import hostboard
+from urbanpulse.devtools.fleet import HEAP
 
 # --- MicroPython checks --------------------------------------------------------------------
 

@@ -161,3 +161,15 @@ def test_unreadable_or_invalid_file():
         assert "JSON" in str(e), str(e)
     finally:
         rmtree(d)
+
+
+def test_keys_are_64_lowercase_hex_digits_or_null():
+    raw = example()
+    eq(config.validate(raw)["cmd_key"], None, "no command key by default")
+    raw["cmd_key"] = "ab" * 32
+    raw["device_key"] = "0f" * 32
+    c = config.validate(raw)
+    eq((c["cmd_key"], c["device_key"]), ("ab" * 32, "0f" * 32), "keys kept as hex")
+    for key in ("cmd_key", "device_key"):
+        for value in ("AB" * 32, "ab" * 31, "xy" * 32, 7):
+            bad(lambda r, k=key, v=value: r.__setitem__(k, v), key)

@@ -35,12 +35,12 @@ from urbanpulse.contract.vocabulary import (
     VOCABULARY,
 )
 from urbanpulse.devtools import hostboard
+from urbanpulse.devtools.fleet import HEAP, SIGNED_HEAP
 from urbanpulse.field import boardconfig, bundle
 
 FIRMWARE = REPO / "firmware"
 MPY_TESTS = REPO / "tests" / "mpy"
 RUNNER = MPY_TESTS / "runner.py"
-HEAP = "64k"  # what the fleet gives each board
 OFFLINE = {"state": "offline"}
 
 
@@ -292,6 +292,8 @@ def boards(tmp_path: Path) -> Iterator[Callable[..., Board]]:
     def make(device_id: str, kind: str, port: int, **extra: Any) -> Board:
         board = Board(tmp_path / "boards" / device_id, board_config(device_id, kind, port,
                                                                      **extra))
+        if board.config.get("cmd_key"):
+            board.heap = SIGNED_HEAP
         started.append(board)
         return board
 

@@ -45,6 +45,17 @@ def _secret_from(file: Path | None, env: str) -> str | None:
     return os.environ.get(env)
 
 
+def _command_key(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from urbanpulse.contract.signing import KeyFileError, load_public_hex
+
+    try:
+        return load_public_hex(path)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from urbanpulse.field.provision import (
         BoardRequest,
@@ -71,6 +82,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
         raise CliError("--acl-file needs --passwd-file: an ACL names the board's broker user")
     if args.sensors is not None and args.simulated:
         raise CliError("give --sensors or --simulated, not both")
+    key_store = args.key_store or (settings.keys.device_keys if settings else None)
+    command_key = _command_key(args.command_key
+                               or (settings.keys.command_public if settings else None))
     try:
         sensors = load_sensors(args.sensors) if args.sensors is not None else None
         result = provision(BoardRequest(
@@ -83,6 +97,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             mqtt_host=host, mqtt_port=port, prefix=prefix,
             passwd_file=args.passwd_file, acl_file=args.acl_file,
             sensors=sensors, simulated=args.simulated, force=args.force,
+            key_store=key_store, command_key=command_key,
         ))
     except (ProvisionError, OSError) as exc:
         raise CliError(f"{args.device_id} not provisioned: {exc}") from None
@@ -95,6 +110,12 @@ def cmd_provision(args: argparse.Namespace) -> int:
     if host in LOOPBACK:
         print(f"warning: mqtt host {host} is this machine; a board cannot reach it there",
               file=sys.stderr)
+    if command_key is None:
+        print("warning: no command key (--command-key, [keys] command_public): this board "
+              "carries out unsigned commands", file=sys.stderr)
+    if key_store is None:
+        print("warning: no key store (--key-store, [keys] device_keys): the gateway has no "
+              "copy of this board's device key", file=sys.stderr)
     if args.passwd_file is not None:
         lines = "\n  ".join(mosquitto_config_lines(args.passwd_file, args.acl_file))
         print(f"broker: Mosquitto needs, in its configuration (then `systemctl reload "
@@ -138,6 +159,12 @@ def add_provision(sub: Any) -> None:
                    help="Mosquitto password file to add the board's user to")
     p.add_argument("--acl-file", type=Path, default=None,
                    help="Mosquitto ACL file: the board may use only {prefix}/{id}/#")
+    p.add_argument("--key-store", type=Path, default=None,
+                   help="the gateway's device key store to add the board's key to (default: "
+                   "[keys] device_keys of --config)")
+    p.add_argument("--command-key", type=Path, default=None,
+                   help="the command public key (command.pub): the board then carries out "
+                   "only signed commands (default: [keys] command_public of --config)")
     p.add_argument("--no-auth", action="store_true",
                    help="no broker credentials (a broker that allows anonymous boards)")
     p.add_argument("--out-dir", type=Path, default=default_out_dir(),

@@ -85,6 +85,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_gateway_run(args: argparse.Namespace) -> int:
     from urbanpulse.registry.devices import RegistryError
+    from urbanpulse.registry.keystore import KeyStoreError
     from urbanpulse.service.gateway import Gateway
     from urbanpulse.service.logs import setup_logging
     from urbanpulse.service.spool import SpoolError
@@ -93,7 +94,7 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level)
     try:
         gateway = Gateway(settings)
-    except (RegistryError, SpoolError) as exc:
+    except (RegistryError, KeyStoreError, SpoolError) as exc:
         raise CliError(str(exc)) from None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -327,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .field import add_field_commands
 
     add_field_commands(sub)
+
+    # The city's keys and signed commands: keys new, cmd send (cli/signing.py).
+    from .signing import add_signing_commands
+
+    add_signing_commands(sub)
     return parser
 
 

@@ -13,16 +13,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from urbanpulse.broker.credentials import apply_credentials
+from urbanpulse.broker.subscriber import BrokerError, subscribed
 from urbanpulse.config import MqttSettings, Settings
 from urbanpulse.contract.vocabulary import (
     DEVICE_HEALTH_MEASUREMENT,
@@ -70,61 +66,19 @@ class Report:
 def read_status(settings: MqttSettings, device_id: str, timeout_s: float = 5.0) -> Status:
     """The retained status message of the board, as the broker holds it now."""
     topic = f"{settings.topic_prefix}/{device_id}/status"
-    v5 = settings.protocol == "5"
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"urbanpulse-boardcheck-{uuid.uuid4().hex[:10]}",
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else True,
-    )
-    apply_credentials(client, settings)
-    connected = threading.Event()
-    subscribed = threading.Event()
     got = threading.Event()
-    refused: list[str] = []
     messages: list[bytes] = []
 
-    def on_connect(c: mqtt.Client, _u: Any, _f: mqtt.ConnectFlags, rc: ReasonCode,
-                   _p: Properties | None) -> None:
-        if rc.is_failure:
-            refused.append(str(rc))
-        else:
-            c.subscribe(topic, qos=1)
-        connected.set()
-
-    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode],
-                     _p: Properties | None) -> None:
-        if codes and codes[0].is_failure:
-            refused.append(f"subscription to {topic} refused: {codes[0]}")
-        subscribed.set()
-
-    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def on_message(msg: mqtt.MQTTMessage) -> None:
         if msg.retain:
             messages.append(bytes(msg.payload))
             got.set()
 
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    where = f"{settings.host}:{settings.port}"
     try:
-        client.connect(settings.host, settings.port, keepalive=30)
-    except OSError as exc:
-        raise BoardCheckError(f"broker {where} unreachable: {exc}") from None
-    client.loop_start()
-    try:
-        if not connected.wait(timeout_s):
-            raise BoardCheckError(f"broker {where} did not answer within {timeout_s:g} s")
-        if refused:
-            raise BoardCheckError(f"broker {where} refused us: {refused[0]}")
-        if not subscribed.wait(timeout_s):
-            raise BoardCheckError(f"broker {where} did not confirm the subscription")
-        if refused:
-            raise BoardCheckError(refused[0])
-        got.wait(RETAINED_GRACE_S)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        with subscribed(settings, topic, on_message, "boardcheck", timeout_s):
+            got.wait(RETAINED_GRACE_S)
+    except BrokerError as exc:
+        raise BoardCheckError(str(exc)) from None
     if not messages:
         return Status(None)
     try:

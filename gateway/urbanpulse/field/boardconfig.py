@@ -95,6 +95,8 @@ def board_config(
     password: str | None = None,
     seed: int | None = None,
     max_messages: int | None = None,
+    cmd_key: str | None = None,
+    device_key: str | None = None,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "device_id": device_id,
@@ -117,4 +119,10 @@ def board_config(
         config["seed"] = seed
     if max_messages is not None:
         config["max_messages"] = max_messages
+    # CONTRACT.md v2: the command public key (then only signed commands are carried out) and
+    # the board's own secret.
+    if cmd_key is not None:
+        config["cmd_key"] = cmd_key
+    if device_key is not None:
+        config["device_key"] = device_key
     return config

@@ -8,6 +8,10 @@ write fails, the files already written are put back as they were.
 The board's broker user is its device id; its password is random and appears only in
 ``config.json`` (and on the label with ``--show-secret``). ``mosquitto_passwd`` reads it from
 stdin, so it never shows in the process list.
+
+Keys (CONTRACT.md v2): every board gets a new random device key, in its ``config.json`` and in
+the gateway's key store, never elsewhere; with the city's command public key, the board
+carries out only commands signed with its private half.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from pydantic import ValidationError
 
 from urbanpulse.broker.passwords import PasswordFileError, passwd_users, with_user
 from urbanpulse.broker.policy import acl
+from urbanpulse.contract.signing import new_device_key
 from urbanpulse.registry.devices import Device, RegistryError, load_registry, merge_devices
+from urbanpulse.registry.keystore import KeyStoreError, with_key
 
 from .boardconfig import (
     BoardConfigError,
@@ -69,6 +75,8 @@ class BoardRequest:
     threshold_cm: float | None = None  # water: alert level, for the registry
     simulated: bool = False
     force: bool = False
+    key_store: Path | None = None  # the gateway's device key store
+    command_key: str | None = None  # the command public key, hex; None: unsigned commands
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class Provisioned:
     mqtt_password: str | None = field(repr=False)
     replaced: bool  # the id was registered before (--force)
     files: list[Path]
+    signed_commands: bool = False
 
 
 # -- validation by the firmware itself -----------------------------------------------------
@@ -116,7 +125,8 @@ def validate_with_firmware(config_text: str, firmware: Path | None = None) -> No
 
 
 # -- config.json ---------------------------------------------------------------------------
-def _config(req: BoardRequest, device: Device, password: str | None) -> dict[str, Any]:
+def _config(req: BoardRequest, device: Device, password: str | None,
+            device_key: str) -> dict[str, Any]:
     if req.simulated:
         sensors = simulated_sensors(device.kind)
     elif req.sensors is not None:
@@ -144,6 +154,8 @@ def _config(req: BoardRequest, device: Device, password: str | None) -> dict[str
         sample_interval_s=device.interval_s,
         publish_interval_s=device.interval_s,
         sensors=sensors,
+        cmd_key=req.command_key,
+        device_key=device_key,
     )
 
 
@@ -241,7 +253,8 @@ def provision(req: BoardRequest) -> Provisioned:
         raise ProvisionError(f"{config_path} exists; use --force to replace it")
 
     password = secrets.token_urlsafe(PASSWORD_BYTES) if req.passwd_file is not None else None
-    config = _config(req, device, password)
+    device_key = new_device_key()
+    config = _config(req, device, password, device_key)
     text = render_config(config)
     validate_with_firmware(text)
 
@@ -260,9 +273,12 @@ def provision(req: BoardRequest) -> Provisioned:
                 rules = acl(req.prefix)
                 if old != rules:
                     staged.append((_write_staged(rules, tmp_dir, "acl", 0o600), req.acl_file))
+            if req.key_store is not None:
+                staged.append((with_key(req.key_store, device.device_id,
+                                        bytes.fromhex(device_key), tmp_dir), req.key_store))
             # It holds the WiFi and broker passwords: for the technician's eyes only.
             staged.append((_write_staged(text, tmp_dir, "config.json", 0o600), config_path))
-        except PasswordFileError as exc:
+        except (PasswordFileError, KeyStoreError) as exc:
             raise ProvisionError(str(exc)) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ProvisionError(f"nothing provisioned: {exc}") from None
@@ -286,6 +302,7 @@ def provision(req: BoardRequest) -> Provisioned:
         mqtt_password=password,
         replaced=replaced,
         files=files,
+        signed_commands=req.command_key is not None,
     )
 
 
@@ -301,6 +318,7 @@ def label(result: Provisioned, show_secret: bool = False) -> str:
          else "-"),
         ("interval", f"{d.interval_s:g} s"),
         ("MQTT user", result.mqtt_user or "(anonymous)"),
+        ("commands", "signed only" if result.signed_commands else "UNSIGNED accepted"),
         ("config", result.fingerprint),
     ]
     if show_secret and result.mqtt_password:

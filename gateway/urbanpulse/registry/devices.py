@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from urbanpulse.contract.lineprotocol import check_tag_text, encode_tags
 from urbanpulse.contract.vocabulary import DEVICE_ID_PATTERN, KINDS
 
+from .watch import FileWatcher
+
 COLUMNS = ("device_id", "kind", "district", "site", "lat", "lon", "interval_s", "threshold_cm")
 DEFAULT_INTERVAL_S = 60.0
 
@@ -235,27 +237,13 @@ def merge_devices(incoming: Iterable[Device], target: Path) -> tuple[int, int]:
     return added, updated
 
 
-class RegistryWatcher:
-    """Reloads the registry when its file changes; a broken edit keeps the last good one."""
+class RegistryWatcher(FileWatcher[Registry]):
+    """Reloads the registry when its file changes; a broken edit (RegistryError) keeps the
+    last good one."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.registry = load_registry(path)
-        self._stamp = self._file_stamp()
+        super().__init__(path, load_registry)
 
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
-    def poll(self) -> bool:
-        """Reload if changed. True if a new registry is in force; raises RegistryError
-        (the caller logs it) when the changed file is invalid, keeping the old one."""
-        stamp = self._file_stamp()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        self.registry = load_registry(self.path)
-        return True
+    @property
+    def registry(self) -> Registry:
+        return self.value

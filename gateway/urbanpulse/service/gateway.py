@@ -32,6 +32,7 @@ from urbanpulse.influx.writer import PointWriter, WriteError, make_writer
 from urbanpulse.kpi.job import KpiJob
 from urbanpulse.kpi.windows import hour_start
 from urbanpulse.registry.devices import Registry, RegistryError, RegistryWatcher
+from urbanpulse.registry.keystore import KeyStoreError, KeyStoreWatcher
 
 from .acks import AckHandler
 from .batcher import AckToken, Batcher
@@ -79,6 +80,8 @@ class Gateway:
         self.settings = settings
         self.stats = Stats()
         self.registry_watcher = RegistryWatcher(settings.registry.path)
+        path = settings.keys.device_keys
+        self.key_watcher = KeyStoreWatcher(path) if path is not None else None
         # Timed, so that the watchdog sees a write that hangs and /metrics its latency.
         self.writer = ObservedWriter(writer or make_writer(settings.influx))
         self.notifier = notifier or Notifier()
@@ -350,6 +353,12 @@ class Gateway:
         if changed:
             log.info("registry reloaded: %d devices", len(self.registry_watcher.registry))
             self._device_info_due = True
+        if self.key_watcher is not None:
+            try:
+                if self.key_watcher.poll():
+                    log.info("device keys reloaded: %d boards", len(self.key_watcher.keys))
+            except KeyStoreError as exc:
+                log.error("device keys not reloaded, keeping the previous ones: %s", exc)
         if self._device_info_due:
             self._device_info_due = not self._add_housekeeping(
                 device_info_points(self.registry_watcher.registry, _now_ms())
