@@ -10,7 +10,10 @@
 #           "username": null,            string or null
 #           "password": null,            string or null; needs a username (MQTT 3.1.1)
 #           "prefix": "city",            topic prefix, default "city"
-#           "keepalive_s": 30},          0..65535, default 30
+#           "keepalive_s": 30,           0..65535, default 30
+#           "tls": null},                null: plain MQTT; or {"ca_file": "ca.der" (the city's
+#                                        CA, DER: the only one trusted), "hostname": null (the
+#                                        name in the broker's certificate; null: host)}
 #  "sample_interval_s": 5,               0.01..86400, fractions allowed (tests); default 5
 #  "publish_interval_s": 10,             0.01..86400, fractions allowed; default 10
 #  "max_samples_per_message": 50,        1..100; default 50
@@ -117,7 +120,7 @@ def validate(raw):
     c["wifi_password"] = _get(w, "password", "wifi.password", str, None)
 
     m = _obj(raw["mqtt"], "mqtt",
-             ("host", "port", "username", "password", "prefix", "keepalive_s"))
+             ("host", "port", "username", "password", "prefix", "keepalive_s", "tls"))
     c["mqtt_host"] = _get(m, "host", "mqtt.host", str)
     if not c["mqtt_host"]:
         _fail("mqtt.host", "must not be empty")
@@ -130,6 +133,12 @@ def validate(raw):
     if not p or "+" in p or "#" in p or "\0" in p or p[0] == "/" or p[-1] == "/":
         _fail("mqtt.prefix", "must be a topic without wildcards or outer '/', got %r" % p)
     c["mqtt_keepalive_s"] = _get(m, "keepalive_s", "mqtt.keepalive_s", int, 30, 0, 65535)
+    t = m.get("tls")
+    c["mqtt_tls_ca"] = c["mqtt_tls_hostname"] = None
+    if t is not None:
+        _obj(t, "mqtt.tls", ("ca_file", "hostname"))
+        c["mqtt_tls_ca"] = _get(t, "ca_file", "mqtt.tls.ca_file", str, "ca.der")
+        c["mqtt_tls_hostname"] = _get(t, "hostname", "mqtt.tls.hostname", str, None)
 
     for k, v in (("sample_interval_s", 5), ("publish_interval_s", 10)):
         c[k] = _get(raw, k, k, float, v, 0.01, 86400)

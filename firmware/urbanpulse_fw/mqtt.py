@@ -150,7 +150,10 @@ class Client:
         self.on_message = None  # type: Any  # on_message(topic, payload, retain)
         self.on_puback = None  # type: Any  # on_puback(pid)
         self.on_suback = None  # type: Any  # on_suback(pid, granted bytes; 0x80 = refused)
-        self.sock = None  # type: Any  # the socket while connected
+        self.sock = None  # type: Any  # the socket while connected (TLS: the TLS layer)
+        self.raw = None  # type: Any  # the TCP socket under it (TLS has no settimeout)
+        self.tls = None  # type: Any  # an ssl.SSLContext: the broker over TLS
+        self.hostname = host  # the name the broker's certificate must carry
         self.connected = False  # sock is not None (an attribute: a property costs heap)
         self.buf = b""  # received, not yet cut into packets
         self.skip = 0  # bytes of an oversized packet still to discard
@@ -175,13 +178,16 @@ class Client:
         self.will = (topic, message, qos, retain)
 
     def _open(self, sockaddr):
-        # A connected socket (tests put a scripted one here).
-        s = socket.socket()
+        # A connected socket (tests put a scripted one here), over TLS with self.tls: the
+        # handshake checks the broker's certificate against the city's CA and self.hostname.
+        s = self.raw = socket.socket()
         try:
             s.settimeout(self.timeout_ms / 1000)
             s.connect(sockaddr)
+            if self.tls:
+                s = self.tls.wrap_socket(s, server_hostname=self.hostname)
         except Exception:
-            s.close()
+            self.raw.close()
             raise
         return s
 
@@ -229,8 +235,9 @@ class Client:
         try:
             n = s.readinto(SCRATCH)
         finally:
-            s.setblocking(True)
-            s.settimeout(self.timeout_ms / 1000)
+            r = self.raw or s
+            r.setblocking(True)
+            r.settimeout(self.timeout_ms / 1000)
         if n is None:
             return  # nothing after all
         if not n:
@@ -269,6 +276,8 @@ class Client:
                 socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1])
         except OSError as e:
             raise MQTTError(e)  # prints as the OSError; the caller knows where it tried
+        except ValueError as e:  # the TLS handshake refused the broker's certificate
+            raise MQTTError("tls: " + str(e).strip())
         self.buf = b""
         self.skip = 0
         self.writing = False
@@ -423,7 +432,7 @@ class Client:
                 self.sock.close()
             except OSError:
                 pass
-        self.sock = None
+        self.sock = self.raw = None
         self.connected = False
         self._ping_at = None
 

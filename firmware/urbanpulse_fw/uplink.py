@@ -3,12 +3,27 @@
 import os
 import time
 
-from urbanpulse_fw import FW_VERSION, hw, mqtt
+from urbanpulse_fw import FW_VERSION, clock, hw, mqtt
 
 if False:  # for type checkers only: no typing module on the board
     from typing import Any  # noqa: F401  (used in type comments)
 
 OFFLINE = b'{"state":"offline"}'
+
+
+def tls_context(ca_file):
+    """TLS that trusts the city's CA alone (ca_file, DER), made once at start while the heap
+    is whole; the broker's certificate must also name the expected host."""
+    import ssl
+
+    with open(ca_file, "rb") as f:
+        ca = f.read()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # MicroPython's client default is CERT_NONE (any certificate, any name); the stubs lag
+    # the attribute.
+    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+    ctx.load_verify_locations(cadata=ca)
+    return ctx
 
 
 def jitter(ms):
@@ -26,6 +41,9 @@ class Uplink:
         c = mqtt.Client(cfg["device_id"], cfg["mqtt_host"], cfg["mqtt_port"],
                         cfg["mqtt_username"], cfg["mqtt_password"], cfg["mqtt_keepalive_s"])
         c.set_last_will(self.topic + "status", OFFLINE, True, 1)
+        if cfg["mqtt_tls_ca"]:
+            c.tls = tls_context(cfg["mqtt_tls_ca"])
+            c.hostname = cfg["mqtt_tls_hostname"] or cfg["mqtt_host"]
         self.client = c
         now = time.ticks_ms()
         self.next_connect = now
@@ -65,6 +83,12 @@ class Uplink:
         cfg = self.cfg
         host = cfg["mqtt_host"]
         port = cfg["mqtt_port"]
+        if self.client.tls and not clock.is_valid(clock.now_ms()):
+            # The certificate's dates cannot be checked without the time (an ESP32 starts at
+            # 2000-01-01): wait for NTP (the main loop's) rather than fail every handshake.
+            self.log("mqtt: waiting for the clock before the TLS handshake")
+            self.next_connect = time.ticks_add(time.ticks_ms(), 2000)
+            return
         try:
             self.client.connect(self.clean)
         except (OSError, mqtt.MQTTError) as e:

@@ -35,7 +35,7 @@ from urbanpulse.contract.vocabulary import (
     VOCABULARY,
 )
 from urbanpulse.devtools import hostboard
-from urbanpulse.devtools.fleet import HEAP, SIGNED_HEAP
+from urbanpulse.devtools.fleet import HEAP, board_heap
 from urbanpulse.field import boardconfig, bundle
 
 FIRMWARE = REPO / "firmware"
@@ -292,8 +292,7 @@ def boards(tmp_path: Path) -> Iterator[Callable[..., Board]]:
     def make(device_id: str, kind: str, port: int, **extra: Any) -> Board:
         board = Board(tmp_path / "boards" / device_id, board_config(device_id, kind, port,
                                                                      **extra))
-        if board.config.get("cmd_key"):
-            board.heap = SIGNED_HEAP
+        board.heap = board_heap(board.config)
         started.append(board)
         return board
 

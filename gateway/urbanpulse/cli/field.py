@@ -56,6 +56,22 @@ def _command_key(path: Path | None) -> str | None:
         raise CliError(str(exc)) from None
 
 
+def _ca_der(path: Path) -> bytes:
+    """The CA certificate (PEM or DER) as DER, what the board's TLS takes."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        data = path.read_bytes()
+        cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                else x509.load_der_x509_certificate(data))
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CliError(f"{path}: not a certificate: {exc}") from None
+    return cert.public_bytes(Encoding.DER)
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from urbanpulse.field.provision import (
         BoardRequest,
@@ -82,6 +98,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         raise CliError("--acl-file needs --passwd-file: an ACL names the board's broker user")
     if args.sensors is not None and args.simulated:
         raise CliError("give --sensors or --simulated, not both")
+    ca_file = args.mqtt_ca or (settings.mqtt.ca_file if settings and settings.mqtt.tls
+                               else None)
     key_store = args.key_store or (settings.keys.device_keys if settings else None)
     command_key = _command_key(args.command_key
                                or (settings.keys.command_public if settings else None))
@@ -98,6 +116,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
             passwd_file=args.passwd_file, acl_file=args.acl_file,
             sensors=sensors, simulated=args.simulated, force=args.force,
             key_store=key_store, command_key=command_key,
+            mqtt_ca=_ca_der(ca_file) if ca_file else None,
+            mqtt_tls_hostname=args.mqtt_tls_hostname,
         ))
     except (ProvisionError, OSError) as exc:
         raise CliError(f"{args.device_id} not provisioned: {exc}") from None
@@ -159,6 +179,11 @@ def add_provision(sub: Any) -> None:
                    help="Mosquitto password file to add the board's user to")
     p.add_argument("--acl-file", type=Path, default=None,
                    help="Mosquitto ACL file: the board may use only {prefix}/{id}/#")
+    p.add_argument("--mqtt-ca", type=Path, default=None,
+                   help="the city's CA certificate: the board speaks MQTT over TLS and trusts "
+                   "this CA only (default: [mqtt] ca_file of --config when [mqtt] tls)")
+    p.add_argument("--mqtt-tls-hostname", default=None,
+                   help="the name in the broker's certificate, if not --mqtt-host")
     p.add_argument("--key-store", type=Path, default=None,
                    help="the gateway's device key store to add the board's key to (default: "
                    "[keys] device_keys of --config)")

@@ -43,8 +43,11 @@ def _print_secure(settings: StackSettings) -> None:
     print(f"secure mode: TLS only on {settings.host}:{settings.mqtt_port} (CA {root / 'ca.crt'}),"
           f" passwords and the ACL; InfluxDB with authentication\n"
           f"  gateway:   urbanpulse gateway run --config {config}\n"
-          f"  boards:    urbanpulse provision ... --passwd-file {root / 'mosquitto.passwd'}"
-          f" (then `urbanpulse stack down` and `up --secure` to reload)\n"
+          f"  boards:    urbanpulse provision ... --config {config} --passwd-file"
+          f" {root / 'mosquitto.passwd'} (TLS, signed commands, device keys; then"
+          f" `urbanpulse stack down` and `up --secure` to reload)\n"
+          f"  commands:  urbanpulse cmd send DEVICE OP --config {root / 'operator.toml'}"
+          f" --key-file {root / 'secrets' / 'command.key'}\n"
           f"  passwords: {root / 'secrets'}/ (0600; the operator's MQTT user is"
           f" urbanpulse-operator, Grafana's InfluxDB user urbanpulse-grafana)")
 

@@ -171,6 +171,15 @@ HEAP = "64k"
 # third larger than on an ESP32, that does not fit beside everything else in 64 KiB
 # (bench/bench_signing.py measures what it needs).
 SIGNED_HEAP = "80k"
+# A board speaking TLS: on an ESP32-WROOM-32 the heap also holds mbedTLS's buffers.
+TLS_HEAP = "112k"
+
+
+def board_heap(config: dict[str, Any]) -> str:
+    """The heap a host board with this config.json runs in."""
+    if config.get("mqtt", {}).get("tls"):
+        return TLS_HEAP
+    return SIGNED_HEAP if config.get("cmd_key") else HEAP
 
 
 class Fleet:

@@ -97,6 +97,7 @@ def board_config(
     max_messages: int | None = None,
     cmd_key: str | None = None,
     device_key: str | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "device_id": device_id,
@@ -121,6 +122,8 @@ def board_config(
         config["max_messages"] = max_messages
     # CONTRACT.md v2: the command public key (then only signed commands are carried out) and
     # the board's own secret.
+    if tls is not None:
+        config["mqtt"]["tls"] = tls
     if cmd_key is not None:
         config["cmd_key"] = cmd_key
     if device_key is not None:

@@ -35,7 +35,7 @@ from .bundle import (
     build_bundle,
     firmware_source,
 )
-from .provision import ProvisionError, fingerprint, validate_with_firmware
+from .provision import CA_FILE, ProvisionError, fingerprint, validate_with_firmware
 
 ESP_IMAGE_MAGIC = 0xE9  # first byte of an ESP32 bootloader / app image
 IMAGE_OFFSET = "0x1000"  # where a MicroPython ESP32 .bin (bootloader first) is written
@@ -102,6 +102,9 @@ def planned_files(bundle_dir: Path, config: Path, source: Path | None = None) ->
         remote = module.relative_to(src).with_suffix(".mpy").as_posix()
         files.append(BoardFile(bundle_dir / remote, remote))
     files.append(BoardFile(config, "config.json"))
+    ca = config.with_name(CA_FILE)
+    if ca.exists():  # a board that speaks TLS (provision --mqtt-ca)
+        files.append(BoardFile(ca, CA_FILE))
     # Last: a board reset halfway through the copy (its watchdog, a cable pulled) starts
     # nothing, rather than half a firmware, and the copy can simply be run again.
     files.append(BoardFile(bundle_dir / "main.py", "main.py"))

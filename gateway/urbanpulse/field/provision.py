@@ -9,9 +9,10 @@ The board's broker user is its device id; its password is random and appears onl
 ``config.json`` (and on the label with ``--show-secret``). ``mosquitto_passwd`` reads it from
 stdin, so it never shows in the process list.
 
-Keys (CONTRACT.md v2): every board gets a new random device key, in its ``config.json`` and in
-the gateway's key store, never elsewhere; with the city's command public key, the board
-carries out only commands signed with its private half.
+With the city's CA, the board speaks MQTT over TLS and trusts that CA alone (``ca.der``
+beside ``config.json``). Keys (CONTRACT.md v2): every board gets a new random device key, in
+its ``config.json`` and in the gateway's key store, never elsewhere; with the city's command
+public key, the board carries out only commands signed with its private half.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from .boardconfig import (
 from .bundle import SCRIPTS, BundleError, firmware_source, micropython_binary
 
 PASSWORD_BYTES = 18  # 24 URL-safe characters
+# Beside config.json, flashed with it: the city's CA, the only one the board trusts.
+CA_FILE = "ca.der"
 
 
 class ProvisionError(RuntimeError):
@@ -77,6 +80,8 @@ class BoardRequest:
     force: bool = False
     key_store: Path | None = None  # the gateway's device key store
     command_key: str | None = None  # the command public key, hex; None: unsigned commands
+    mqtt_ca: bytes | None = None  # the city's CA (DER): the board speaks TLS, trusting it only
+    mqtt_tls_hostname: str | None = None  # the name in the broker's certificate (None: host)
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,8 @@ def _config(req: BoardRequest, device: Device, password: str | None,
         sensors=sensors,
         cmd_key=req.command_key,
         device_key=device_key,
+        tls=None if req.mqtt_ca is None else {"ca_file": CA_FILE,
+                                              "hostname": req.mqtt_tls_hostname},
     )
 
 
@@ -276,6 +283,10 @@ def provision(req: BoardRequest) -> Provisioned:
             if req.key_store is not None:
                 staged.append((with_key(req.key_store, device.device_id,
                                         bytes.fromhex(device_key), tmp_dir), req.key_store))
+            if req.mqtt_ca is not None:
+                ca = tmp_dir / CA_FILE
+                _create(ca, req.mqtt_ca, 0o644)
+                staged.append((ca, config_path.with_name(CA_FILE)))
             # It holds the WiFi and broker passwords: for the technician's eyes only.
             staged.append((_write_staged(text, tmp_dir, "config.json", 0o600), config_path))
         except (PasswordFileError, KeyStoreError) as exc:

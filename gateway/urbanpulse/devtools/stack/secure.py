@@ -6,11 +6,17 @@ passwords are made on first use in ``<state_dir>/secure/`` (keys and passwords 0
 so) and kept, with a gateway configuration that uses them::
 
     <state_dir>/secure/
-      ca.crt  server.crt  server.key  mosquitto.passwd  mosquitto.acl  urbanpulse.toml
+      ca.crt  server.crt  server.key  mosquitto.passwd  mosquitto.acl
+      urbanpulse.toml (the gateway's)  operator.toml (an operator's: `cmd send`, `board check`)
+      command.pub  receipt.pub
       secrets/  mqtt-urbanpulse-gateway  mqtt-urbanpulse-operator  influx-admin
                 influx-urbanpulse-gateway  influx-urbanpulse-grafana
+                command.key  receipt.key  device-keys.json (made by the first provision)
 
-Boards are added to ``mosquitto.passwd`` by `urbanpulse provision --passwd-file`.
+Boards are added by `urbanpulse provision --config <state_dir>/secure/urbanpulse.toml
+--passwd-file <state_dir>/secure/mosquitto.passwd`: TLS with the stack's CA, the command key,
+the device key in the key store. (Here the command key's private half sits beside the
+stack's other secrets; a city keeps it with its operators only.)
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import dataclasses
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from urbanpulse.broker.passwords import PasswordFileError, passwd_users, with_user
 from urbanpulse.broker.policy import GATEWAY_USER, OPERATOR_USER, acl
+from urbanpulse.contract.signing import public_hex, write_private
 from urbanpulse.devtools.pki import make_server_pki
 
 from .services import StackError, StackSettings, state_root
@@ -72,6 +81,11 @@ def secure_settings(base: StackSettings, prefix: str = "city") -> StackSettings:
                 with_user(password_file, user, password, root).replace(password_file)
     except PasswordFileError as exc:
         raise StackError(str(exc)) from None
+    for name in ("command", "receipt"):
+        if not (keys / f"{name}.key").exists():
+            pair = Ed25519PrivateKey.generate()
+            write_private(keys / f"{name}.key", pair)
+            (root / f"{name}.pub").write_text(public_hex(pair) + "\n", encoding="ascii")
     acl_file = root / "mosquitto.acl"
     acl_file.write_text(acl(prefix), encoding="utf-8")
     return dataclasses.replace(
@@ -89,28 +103,39 @@ def secure_settings(base: StackSettings, prefix: str = "city") -> StackSettings:
     )
 
 
+def _mqtt(settings: StackSettings, user: str) -> dict[str, Any]:
+    root = secure_dir(settings)
+    return {"host": settings.host, "port": settings.mqtt_port, "tls": True,
+            "ca_file": str(root / "ca.crt"), "username": user,
+            "password_file": str(root / "secrets" / f"mqtt-{user}")}
+
+
 def write_gateway_config(settings: StackSettings) -> Path:
     """``urbanpulse.toml`` for a gateway on this secure stack: its own users, TLS with the
-    stack's CA, passwords from the files above; the registry beside it."""
+    stack's CA, passwords from the files above; the registry and the keys beside it. And
+    ``operator.toml``: the operator's broker user, the same registry."""
     root = secure_dir(settings)
     keys = root / "secrets"
+    registry = root / "devices.csv"
+    (root / "operator.toml").write_text(
+        "# Written by `urbanpulse stack up --secure`: an operator's tools (`urbanpulse cmd "
+        "send`, `board check`).\n"
+        + tomli_w.dumps({"mqtt": _mqtt(settings, OPERATOR_USER),
+                         "registry": {"path": str(registry)}}), encoding="utf-8")
     config = {
-        "mqtt": {
-            "host": settings.host, "port": settings.mqtt_port, "client_id": GATEWAY_USER,
-            "tls": True, "ca_file": str(root / "ca.crt"), "username": GATEWAY_USER,
-            "password_file": str(keys / f"mqtt-{GATEWAY_USER}"),
-        },
+        "mqtt": {**_mqtt(settings, GATEWAY_USER), "client_id": GATEWAY_USER},
         "influx": {
             "url": f"http://{settings.host}:{settings.influx_port}",
             "database": settings.database, "username": GATEWAY_USER,
             "password_file": str(keys / f"influx-{GATEWAY_USER}"), "create_database": False,
         },
         "registry": {"path": "devices.csv"},
+        "keys": {"device_keys": str(keys / "device-keys.json"),
+                 "command_public": str(root / "command.pub")},
     }
     path = root / "urbanpulse.toml"
     path.write_text("# Written by `urbanpulse stack up --secure`; see README.md for every key.\n"
                     + tomli_w.dumps(config), encoding="utf-8")
-    registry = root / "devices.csv"
     if not registry.exists():
         registry.write_text("device_id,kind,district,site,lat,lon,interval_s\n", encoding="utf-8")
     return path
