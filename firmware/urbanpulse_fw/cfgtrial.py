@@ -1,6 +1,6 @@
 # Remote config updates, applied at start (where config.py is loaded anyway: validating in
 # the running firmware would not fit a 64 KiB heap beside everything else).
-#   config.new    a "config" command's {"id": .., "config": {partial}}, saved by mainloop.py
+#   config.new    a "config" command ({"id": .., "config": {partial}, ...}), saved by mainloop.py
 #   config.json   the config in use (written atomically: temporary file, then rename)
 #   config.bak    the previous one, known to have worked
 #   config.trial  present while on trial: the number of starts with the new config so far
@@ -52,7 +52,12 @@ def apply_new(path="config.json"):
         return
     a = {"id": d.get("id"), "ok": True}
     try:
-        update(d["config"], path)
+        new = d["config"]
+        for k in ("mqtt", "wifi", "watchdog_s", "rollback_s"):
+            # The board's link and its safety nets: a wrong value can cut it off for good.
+            if k in new and d.get("unsafe") is not True:
+                raise ValueError('config.%s needs "unsafe":true' % k)
+        update(new, path)
         print("urbanpulse: new config applied, on trial")
     except (ValueError, OSError) as e:  # config.ConfigError is a ValueError
         a["ok"] = False

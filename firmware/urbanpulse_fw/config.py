@@ -133,12 +133,12 @@ def validate(raw):
     if not p or "+" in p or "#" in p or "\0" in p or p[0] == "/" or p[-1] == "/":
         _fail("mqtt.prefix", "must be a topic without wildcards or outer '/', got %r" % p)
     c["mqtt_keepalive_s"] = _get(m, "keepalive_s", "mqtt.keepalive_s", int, 30, 0, 65535)
-    t = m.get("tls")
-    c["mqtt_tls_ca"] = c["mqtt_tls_hostname"] = None
+    t = c["mqtt_tls"] = m.get("tls")
     if t is not None:
+        # (CA file, name in the broker's certificate); startup.py makes the TLS context
         _obj(t, "mqtt.tls", ("ca_file", "hostname"))
-        c["mqtt_tls_ca"] = _get(t, "ca_file", "mqtt.tls.ca_file", str, "ca.der")
-        c["mqtt_tls_hostname"] = _get(t, "hostname", "mqtt.tls.hostname", str, None)
+        c["mqtt_tls"] = (_get(t, "ca_file", "mqtt.tls.ca_file", str, "ca.der"),
+                         _get(t, "hostname", "mqtt.tls.hostname", str, c["mqtt_host"]))
 
     for k, v in (("sample_interval_s", 5), ("publish_interval_s", 10)):
         c[k] = _get(raw, k, k, float, v, 0.01, 86400)

@@ -48,20 +48,23 @@ def table(pub):
 
 
 
-def prepare(hex_key, errors):
-    """(the command key, its table), at start; a key that is not valid is added to errors
-    (for the health report) and its table is None: every command is then refused. The
-    check's other modules are loaded once here too: the names they bring stay interned for
-    good, and are better placed now than in the middle of a long-running heap."""
+def prepare(loop):
+    """At start, for a board with a command key (mainloop.MainLoop loop): the key decoded
+    (loop.cmd_key: the key and its table, None if it is not a valid key: every command is then
+    refused, and the health report says why) and the room kept for checking a signature
+    (loop.spare, in 1 KiB pieces: in a long-fragmented heap the verifier's code and big ints
+    would find no blocks). The check's other modules are loaded once here too: the names they
+    bring stay interned for good, better placed now than in a long-running heap."""
     from urbanpulse_fw import cmdauth, sha512  # noqa: F401
 
-    pub = unhexlify(hex_key)
+    pub = unhexlify(loop.cfg["cmd_key"])
     t = table(pub)
     if t is None:
-        errors.append("cmd_key: not a valid Ed25519 public key")
+        loop.errors.append("cmd_key: not a valid Ed25519 public key")
     for m in ("cmdauth", "sha512", "bootcount", "ed25519"):
         hw.unload(m)
-    return (pub, t)
+    loop.cmd_key = (pub, t)
+    loop.spare = [bytearray(1024) for _ in range(SPARE_KB)]
 
 
 def verify(pub, sig, msg):

@@ -17,6 +17,7 @@ import sys
 import time
 
 import machine
+import ntptime  # (loaded at start, with the rest: on the host it is a module in the heap)
 
 from urbanpulse_fw import FW_VERSION, clock, hw, mqtt, telemetry, uplink
 
@@ -36,16 +37,12 @@ class MainLoop:
         self.cause = cause
         self.errors = list(errors)  # config problems for the health report
         self.sensors = objs  # sensors.build()'s objects
-        self.cmd_key = None  # type: tuple | None
-        self.spare = []  # type: list
+        self.cmd_key = None  # type: tuple | None  # (key, its table): edkey.py
+        self.spare = []  # type: list  # room kept for checking a signature: edkey.py
         if cfg["cmd_key"]:
-            # The command key decoded once (edkey.py), and room for checking a signature kept
-            # from the start, in 1 KiB pieces let go for each check: in a long-fragmented heap
-            # the verifier's code and big ints would find no blocks.
             from urbanpulse_fw import edkey
 
-            self.cmd_key = edkey.prepare(cfg["cmd_key"], self.errors)
-            self.spare = [bytearray(1024) for _ in range(edkey.SPARE_KB)]
+            edkey.prepare(self)
             hw.unload("edkey")
         for e in self.errors:
             self.log("config: %s" % e)
@@ -179,9 +176,7 @@ class MainLoop:
             # NTP again in 6 h (an ESP32's RTC drifts seconds a day); after a failure in 2 s,
             # doubling up to 5 minutes.
             try:
-                import ntptime  # on the host: firmware/host/ntptime.py
-
-                ntptime.settime()
+                ntptime.settime()  # on the host: firmware/host/ntptime.py
                 ok = True
             except Exception:
                 ok = False
@@ -341,7 +336,8 @@ class MainLoop:
                     cmdauth.check(self.cfg, self.cmd_key, d, payload)
                 finally:
                     hw.unload("cmdauth")
-                    self.spare = [bytearray(1024) for _ in range(n)]
+                    for _ in range(n):
+                        self.spare.append(bytearray(1024))
             op = d.get("op")
             now = clock.ticks()
             extra = {}  # type: dict
@@ -371,11 +367,8 @@ class MainLoop:
                 new = d.get("config")
                 if type(new) is not dict or not new:
                     raise ValueError("config must be a non-empty object")
-                for k in ("mqtt", "wifi", "watchdog_s", "rollback_s"):
-                    if k in new and d.get("unsafe") is not True:
-                        raise ValueError('config.%s needs "unsafe":true' % k)
-                with open("config.new", "w") as f:
-                    f.write(json.dumps({"id": cid, "config": new}))
+                with open("config.new", "wb") as f:
+                    f.write(payload)  # the whole command: cfgtrial.py checks the rest
                 self.reboot_at = now
                 return  # answered after the reboot (cfgtrial.py, then MainLoop.on_connect)
             else:

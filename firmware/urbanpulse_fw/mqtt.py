@@ -152,8 +152,7 @@ class Client:
         self.on_suback = None  # type: Any  # on_suback(pid, granted bytes; 0x80 = refused)
         self.sock = None  # type: Any  # the socket while connected (TLS: the TLS layer)
         self.raw = None  # type: Any  # the TCP socket under it (TLS has no settimeout)
-        self.tls = None  # type: Any  # an ssl.SSLContext: the broker over TLS
-        self.hostname = host  # the name the broker's certificate must carry
+        self.tls = None  # type: Any  # TLS: (ssl.SSLContext, name the broker's certificate has)
         self.connected = False  # sock is not None (an attribute: a property costs heap)
         self.buf = b""  # received, not yet cut into packets
         self.skip = 0  # bytes of an oversized packet still to discard
@@ -179,13 +178,13 @@ class Client:
 
     def _open(self, sockaddr):
         # A connected socket (tests put a scripted one here), over TLS with self.tls: the
-        # handshake checks the broker's certificate against the city's CA and self.hostname.
+        # handshake checks the broker's certificate against the city's CA and the name.
         s = self.raw = socket.socket()
         try:
             s.settimeout(self.timeout_ms / 1000)
             s.connect(sockaddr)
             if self.tls:
-                s = self.tls.wrap_socket(s, server_hostname=self.hostname)
+                s = self.tls[0].wrap_socket(s, server_hostname=self.tls[1])
         except Exception:
             self.raw.close()
             raise

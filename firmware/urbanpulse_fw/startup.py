@@ -57,6 +57,12 @@ def hardware(cfg):
     # The watchdog runs from here on; the main loop feeds it after every pass.
     wdt = hwmisc.watchdog(cfg["watchdog_s"] * 1000) if cfg["watchdog_s"] else None
     _unload("hwmisc")
+    t = cfg["mqtt_tls"]
+    if t:
+        from urbanpulse_fw import tlsconf
+
+        cfg["mqtt_tls"] = (tlsconf.context(t[0]), t[1])
+        _unload("tlsconf")
     return cause, wdt
 
 

@@ -138,6 +138,9 @@ class Outbox:
         self.dropped = 0
         self.spool = None  # type: Any  # the spool.Spool, or None: RAM only
         self.flash = 0  # flash budget of the spool (0: none)
+        # The one Message object, set up anew for each message (one in flight at a time): a
+        # long-fragmented heap may have no block for a new one (what a soak test found).
+        self._m = Message(self, 0, 0)
 
     def resize(self, max_bytes):
         # Only while empty. At least one sample of any size fits (the newest is kept even
@@ -304,11 +307,13 @@ class Outbox:
             if k:
                 self.count = k
                 self.nbytes = self.offs[k] + k * SAMPLE_OVERHEAD
-                self.msg = Message(self, self.next_seq, k, True)
+                self.msg = self._m
+                Message.__init__(self._m, self, self.next_seq, k, True)
         if self.msg is None:
             if not self.count:
                 return None
-            self.msg = Message(self, self.next_seq, min(self.count, self.max_samples))
+            self.msg = self._m
+            Message.__init__(self._m, self, self.next_seq, min(self.count, self.max_samples))
         self.next_seq += 1
         return self.msg
 

@@ -11,21 +11,6 @@ if False:  # for type checkers only: no typing module on the board
 OFFLINE = b'{"state":"offline"}'
 
 
-def tls_context(ca_file):
-    """TLS that trusts the city's CA alone (ca_file, DER), made once at start while the heap
-    is whole; the broker's certificate must also name the expected host."""
-    import ssl
-
-    with open(ca_file, "rb") as f:
-        ca = f.read()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    # MicroPython's client default is CERT_NONE (any certificate, any name); the stubs lag
-    # the attribute.
-    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-    ctx.load_verify_locations(cadata=ca)
-    return ctx
-
-
 def jitter(ms):
     """ms plus up to 25 % at random."""
     return ms + ms * os.urandom(1)[0] // 1024
@@ -41,9 +26,7 @@ class Uplink:
         c = mqtt.Client(cfg["device_id"], cfg["mqtt_host"], cfg["mqtt_port"],
                         cfg["mqtt_username"], cfg["mqtt_password"], cfg["mqtt_keepalive_s"])
         c.set_last_will(self.topic + "status", OFFLINE, True, 1)
-        if cfg["mqtt_tls_ca"]:
-            c.tls = tls_context(cfg["mqtt_tls_ca"])
-            c.hostname = cfg["mqtt_tls_hostname"] or cfg["mqtt_host"]
+        c.tls = cfg["mqtt_tls"]
         self.client = c
         now = time.ticks_ms()
         self.next_connect = now
@@ -86,7 +69,7 @@ class Uplink:
         if self.client.tls and not clock.is_valid(clock.now_ms()):
             # The certificate's dates cannot be checked without the time (an ESP32 starts at
             # 2000-01-01): wait for NTP (the main loop's) rather than fail every handshake.
-            self.log("mqtt: waiting for the clock before the TLS handshake")
+            self.log("mqtt: waiting for the clock (TLS)")
             self.next_connect = time.ticks_add(time.ticks_ms(), 2000)
             return
         try:

@@ -63,7 +63,9 @@ def test_config_that_cannot_connect_is_rolled_back(
     dev = board.device_id
     try:
         wait_until(lambda: len(rec.docs(dev, "status")) >= 1, 20, "online")
-        command(rec, dev, {"id": "r-1", "op": "config", "config": {"mqtt": {"port": free_port()}}})
+        # A change to the board's link: the operator says "unsafe" on purpose.
+        command(rec, dev, {"id": "r-1", "op": "config", "unsafe": True,
+                           "config": {"mqtt": {"port": free_port()}}})
         # The board reboots onto a broker that is not there, gives up after rollback_s,
         # goes back to config.bak and reconnects; the command is answered then.
         assert ack_of(rec, dev, "r-1", 60)["ok"] is True

@@ -153,6 +153,10 @@ class Recorder:
     client_id: str = ""
     persistent: bool = False
     messages: list[Received] = field(default_factory=list)
+    # A secure broker: TLS with this CA, and a user (an operator's, say).
+    ca_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -166,6 +170,10 @@ class Recorder:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        if self.ca_file is not None:
+            self.client.tls_set(ca_certs=str(self.ca_file))
+        if self.username is not None:
+            self.client.username_pw_set(self.username, self.password)
         self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()
         if not self._subscribed.wait(10):

@@ -1,7 +1,6 @@
 # Bosch BME280 (temperature, humidity, pressure) on I2C, forced mode, oversampling x1, from
 # the datasheet (BST-BME280-DS002): chip id 0x60 at 0xD0, calibration at 0x88..0xA1 and
 # 0xE1..0xE7, data at 0xF7..0xFE, and its integer compensation formulas (4.2.3).
-import struct
 import time
 
 from urbanpulse_fw.drivers import base
@@ -61,7 +60,7 @@ class Sensor(base.Sensor):
     def __init__(self, i2c, addr):
         self.i2c = i2c
         self.addr = addr
-        self.cal = None
+        self.cal = [0] * 18  # T1..T3, P1..P9, H1..H6 (compensate), read at each set-up
 
     def sample(self, t):
         i2c, a = self.i2c, self.addr
@@ -72,14 +71,26 @@ class Sensor(base.Sensor):
                 return "timeout"  # still copying its calibration from NVM (just powered up)
             # 0x88..0xA1: T1 (unsigned), T2, T3, P1 (unsigned), P2..P9, a spare byte, H1;
             # 0xE1..0xE7: H2, H3, then H4 and H5 (12-bit, signed) share a byte, H6 (signed).
-            c = struct.unpack("<HhhHhhhhhhhhxB", i2c.readfrom_mem(a, _REG_CALIB, 26))
-            h = i2c.readfrom_mem(a, _REG_CALIB_H, 7)
-            h4 = h[3] << 4 | h[4] & 0x0F
-            h5 = h[5] << 4 | h[4] >> 4
+            # Decoded into self.cal in place, from small ints: no tuple the size of the
+            # calibration, which a long-running heap may have no block for (a set-up comes
+            # again after the sensor lost power).
+            r = i2c.readfrom_mem(a, _REG_CALIB, 26)
+            c = self.cal
+            for i in range(12):
+                v = r[2 * i] | r[2 * i + 1] << 8
+                c[i] = v - 65536 if v > 32767 and i not in (0, 3) else v
+            c[12] = r[25]
+            r = i2c.readfrom_mem(a, _REG_CALIB_H, 7)
+            v = r[0] | r[1] << 8
+            c[13] = v - (v & 0x8000) * 2
+            c[14] = r[2]
+            v = r[3] << 4 | r[4] & 0x0F
+            c[15] = v - (v & 0x800) * 2
+            v = r[5] << 4 | r[4] >> 4
+            c[16] = v - (v & 0x800) * 2
+            c[17] = r[6] - (r[6] & 0x80) * 2
             if not (c[0] and c[3]):
                 return "range"  # all-zero calibration: not a BME280's NVM
-            self.cal = c + struct.unpack("<hB", h[0:3]) + (
-                h4 - (h4 & 0x800) * 2, h5 - (h5 & 0x800) * 2, h[6] - (h[6] & 0x80) * 2)
             i2c.writeto_mem(a, _REG_CONFIG, b"\x00")  # no IIR filter; standby: not in forced mode
             # Humidity x1 (applies at the next write of ctrl_meas).
             i2c.writeto_mem(a, _REG_CTRL_HUM, b"\x01")

@@ -10,8 +10,8 @@ from urbanpulse_fw.drivers import base
 if False:  # for type checkers only: const() is the compiler's own (an import would cost heap)
     from micropython import const
 
-# Frames start with 42 4D; commands are 42 4D, command, data (2 bytes), sum (2 bytes).
-_START = const(b"\x42\x4d")
+# Frames start with 42 4D (tick parses them); commands are 42 4D, command, data (2 bytes),
+# sum (2 bytes).
 _FRAME_LENGTH = const(28)  # the length field: the bytes after it
 _SLEEP = const(b"\x42\x4d\xe4\x00\x00\x01\x73")  # command E4, data 0: sleep
 _WAKE = const(b"\x42\x4d\xe4\x00\x01\x01\x74")  # command E4, data 1: wake up
@@ -23,8 +23,10 @@ WARM_MS = 30000  # after waking: the fan needs this long before the data is stab
 class Sensor(base.Sensor):
     def __init__(self, uart):
         self.uart = uart
-        self.buf = b""
-        self.pm = None
+        self.fb = bytearray(64)  # the line's bytes not parsed yet: self.n of them
+        self.n = 0
+        self.v = [0, 0, 0]  # PM1, PM2.5, PM10 of the newest good frame, set in place
+        self.pm = None  # self.v once a frame came (None: no data, e.g. after waking)
         self.at = self.heard = time.ticks_ms()  # when the last good frame came (or we started)
         self.bad = False  # the last frame had a wrong checksum or length
         self.asleep = False
@@ -39,34 +41,47 @@ class Sensor(base.Sensor):
                 # No fault for the warm-up: frames (and data) are expected from its end on.
                 self.warm = self.heard = self.at = time.ticks_add(time.ticks_ms(), WARM_MS)
             return
-        n = self.uart.any()
-        if not n:
-            return
-        b = self.buf + (self.uart.read(n) or b"")
+        # The line is read into self.fb, allocated once, and frames are parsed where they
+        # lie: bytes objects cut and joined every pass, some kept until the next, broke a
+        # long-running 64 KiB heap into holes too small for a sample (a soak test found it).
+        fb = self.fb
         while True:
-            i = b.find(_START)
-            if i < 0:
-                b = b[-1:]  # a lone 0x42 may start the next frame
-                break
-            b = b[i:]
-            if len(b) < 32:
-                break
-            f = b[:32]
-            self.heard = time.ticks_ms()
-            self.dead = False
-            s = 0
-            for x in f[:30]:
-                s += x
-            if f[2] << 8 | f[3] != _FRAME_LENGTH or s & 0xFFFF != f[30] << 8 | f[31]:
-                self.bad = True
-                b = b[2:]  # resynchronise on the next 42 4D
-                continue
-            self.bad = False
-            if time.ticks_diff(self.heard, self.warm) >= 0:  # not while the fan spins up
-                self.pm = (f[10] << 8 | f[11], f[12] << 8 | f[13], f[14] << 8 | f[15])
-                self.at = time.ticks_ms()
-            b = b[32:]
-        self.buf = b[-63:]
+            k = self.uart.any()
+            d = self.uart.read(min(k, 64 - self.n)) if k else None
+            if not d:
+                return
+            n = self.n + len(d)
+            fb[self.n:n] = d
+            i = 0
+            while True:
+                while i < n - 1 and not (fb[i] == 0x42 and fb[i + 1] == 0x4D):
+                    i += 1
+                if i >= n - 1:  # no frame start: keep a last 0x42, it may begin the next
+                    i = n - 1 if n and fb[n - 1] == 0x42 else n
+                    break
+                if n - i < 32:
+                    break  # the rest of this frame comes later
+                self.heard = time.ticks_ms()
+                self.dead = False
+                c = 0
+                for j in range(i, i + 30):
+                    c += fb[j]
+                if (fb[i + 2] << 8 | fb[i + 3] != _FRAME_LENGTH
+                        or c & 0xFFFF != fb[i + 30] << 8 | fb[i + 31]):
+                    self.bad = True
+                    i += 2  # resynchronise on the next 42 4D
+                    continue
+                self.bad = False
+                if time.ticks_diff(self.heard, self.warm) >= 0:  # not while the fan spins up
+                    v = self.pm = self.v
+                    v[0] = fb[i + 10] << 8 | fb[i + 11]
+                    v[1] = fb[i + 12] << 8 | fb[i + 13]
+                    v[2] = fb[i + 14] << 8 | fb[i + 15]
+                    self.at = time.ticks_ms()
+                i += 32
+            for j in range(i, n):  # what is left (less than a frame) to the front
+                fb[j - i] = fb[j]
+            self.n = n - i
 
     def sample(self, t):
         if self.asleep:  # sampled earlier than planned (a new interval): wake it now

@@ -34,7 +34,11 @@ class Sensor(base.Sensor):
         self.i2c = i2c
         self.addr = addr
         self.th = th
-        self.m = None  # (co2, temperature, humidity)
+        # The newest measurement's raw words (CO2, temperature, humidity), set in place: a
+        # tuple and two floats made every 5 s and kept until the next fragment a long-running
+        # 64 KiB heap. self.m: self.v once a measurement came, None while there is none.
+        self.v = [0, 0, 0]
+        self.m = None
         self.at = self.next = time.ticks_ms()
         self.bad = False
 
@@ -74,7 +78,10 @@ class Sensor(base.Sensor):
                 self.bad = True
                 return
             self.bad = False
-            self.m = (w[0], -45 + 175 * w[1] / 65535, 100 * w[2] / 65535)
+            v = self.m = self.v
+            v[0] = w[0]
+            v[1] = w[1]
+            v[2] = w[2]
             self.at = now
             self.dead = False
 
@@ -97,5 +104,6 @@ class Sensor(base.Sensor):
         if not 0 < m[0] <= 40000:
             return "range"
         if self.th:
-            return [("co2", m[0]), ("temperature", round(m[1], 2)), ("humidity", round(m[2], 1))]
+            return [("co2", m[0]), ("temperature", round(-45 + 175 * m[1] / 65535, 2)),
+                    ("humidity", round(100 * m[2] / 65535, 1))]
         return [("co2", m[0])]

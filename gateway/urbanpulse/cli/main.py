@@ -44,8 +44,8 @@ def _print_secure(settings: StackSettings) -> None:
           f" passwords and the ACL; InfluxDB with authentication\n"
           f"  gateway:   urbanpulse gateway run --config {config}\n"
           f"  boards:    urbanpulse provision ... --config {config} --passwd-file"
-          f" {root / 'mosquitto.passwd'} (TLS, signed commands, device keys; then"
-          f" `urbanpulse stack down` and `up --secure` to reload)\n"
+          f" {root / 'mosquitto.passwd'} (TLS, signed commands, device keys), then"
+          f" `urbanpulse stack reload --secure`\n"
           f"  commands:  urbanpulse cmd send DEVICE OP --config {root / 'operator.toml'}"
           f" --key-file {root / 'secrets' / 'command.key'}\n"
           f"  passwords: {root / 'secrets'}/ (0600; the operator's MQTT user is"
@@ -66,6 +66,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
                 _print_secure(settings)
         elif args.action == "down":
             states = stack.down(settings)
+        elif args.action == "reload":
+            states = stack.reload(settings)
         else:
             states = stack.status(settings)
     except stack.StackError as exc:
@@ -247,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stack", help="local Mosquitto and InfluxDB for development and tests")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("action", choices=["up", "down", "status", "reload"],
+                   help="reload: Mosquitto reads its password and ACL files again")
     _add_stack_options(p)
     p.add_argument("--secure", action="store_true",
                    help="as a city runs it: TLS-only broker with passwords and the ACL, "

@@ -16,6 +16,8 @@ names the binary and our generated config file, so a reused pid is never signall
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Sequence
 
@@ -47,7 +49,7 @@ from .services import (
 
 __all__ = [
     "INFLUXDB", "MOSQUITTO", "NotInstalledError", "ServiceState", "StackError", "StackSettings",
-    "down", "format_status", "status", "up",
+    "down", "format_status", "reload", "status", "up",
 ]
 
 
@@ -110,6 +112,17 @@ def down(settings: StackSettings, timeout_s: float = 15) -> list[ServiceState]:
             stop_all(ours, timeout_s)
             for svc in services:
                 svc.pid_file.unlink(missing_ok=True)
+    return status(settings)
+
+
+def reload(settings: StackSettings) -> list[ServiceState]:
+    """Make our Mosquitto read its password and ACL files again (SIGHUP, what `systemctl
+    reload mosquitto` does), so that a board just provisioned can connect."""
+    svc = next(s for s in stack_services(settings) if s.name == MOSQUITTO)
+    pid = our_pid(svc)
+    if pid is None:
+        raise StackError("mosquitto is not running: `urbanpulse stack up` first")
+    os.kill(pid, signal.SIGHUP)
     return status(settings)
 
 
