@@ -1,4 +1,9 @@
 # Runs after boot.py. On the host the fleet runs this file with the board's folder as cwd.
-from urbanpulse_fw import app
+# app.py makes the main loop and is then forgotten (its code would hold heap for good); the
+# loop runs until the board resets.
+from urbanpulse_fw import app, hw
 
-app.main()
+loop = app.main()
+del app
+hw.unload("app")
+loop.go()

@@ -1,10 +1,12 @@
-# Entry point: read the config, count the boot, run the main loop, reset on a fatal error.
+# The start (main.py): read the config, count the boot, build the sensors, load the main
+# loop's modules and make the main loop, which main.py then runs (MainLoop.go: the loop, or a
+# deep-sleep wake, and a reset on a fatal error) once this module is forgotten: its code would
+# otherwise hold about 1 KiB of the heap for as long as the board runs.
 #
 # Modules are imported in this order on purpose: what is needed only at start (startup.py,
 # config.py, the sensors' builder) is loaded, used and unloaded before the main loop's modules
 # are brought in, and each module is loaded after a collection (a 64 KiB heap is small).
 import gc
-import sys
 import time
 
 # The main loop's modules, imported one by one with a collection before each: compiling
@@ -14,6 +16,7 @@ _MODULES = ("telemetry", "mqtt", "uplink", "mainloop")
 
 
 def main(path="config.json"):
+    """The main loop, made ready to run (MainLoop.go)."""
     from urbanpulse_fw import clock, hw, startup
 
     cfg, boot, errors, trial = startup.start(path)
@@ -37,18 +40,7 @@ def main(path="config.json"):
     from urbanpulse_fw import mainloop
 
     loop = mainloop.MainLoop(cfg, boot, objs, errors, cause, wdt)
+    loop.wake = wake
     if trial:
         loop.trial = time.ticks_add(clock.ticks(), int(cfg["rollback_s"] * 1000) * clock.SCALE)
-    try:
-        if cfg["wake_s"]:
-            from urbanpulse_fw import deepsleep
-
-            deepsleep.wake(loop, wake)
-        else:
-            loop.run()
-    except Exception as e:
-        loop.log("fatal error, resetting")
-        sys.print_exception(e)
-        if hw.ON_BOARD:
-            time.sleep(5)  # no tight reboot loop
-        hw.reset()
+    return loop

@@ -21,6 +21,9 @@ import ntptime  # (loaded at start, with the rest: on the host it is a module in
 
 from urbanpulse_fw import FW_VERSION, clock, hw, mqtt, telemetry, uplink
 
+if False:  # for type checkers only: no typing module on the board
+    from typing import Any  # noqa: F401  (used in type comments)
+
 _led = None  # the status LED's Pin, made at the first blink
 
 
@@ -33,12 +36,34 @@ def _num(d, key, lo, hi, default=None):
 
 class MainLoop:
     def __init__(self, cfg, boot, objs, errors=(), cause="power", wdt=None):
+        # Every attribute first, the buffers after: the instance's table of attributes grows
+        # in steps (up to 464 bytes in one piece), best while the heap still has the room.
         self.cfg = cfg
         self.cause = cause
         self.errors = list(errors)  # config problems for the health report
         self.sensors = objs  # sensors.build()'s objects
         self.cmd_key = None  # type: tuple | None  # (key, its table): edkey.py
         self.spare = []  # type: list  # room kept for checking a signature: edkey.py
+        self.up = None  # type: Any  # uplink.Uplink
+        self.outbox = None  # type: Any  # telemetry.Outbox
+        self.publish_ms = max(1, int(cfg["publish_interval_s"] * 1000))
+        now = self.started = clock.ticks()
+        self.due = [now] * len(objs)
+        self.last_publish = self.next_clock = self.next_health = now
+        self.health_ms = int(cfg["health_interval_s"] * 1000)
+        self.health_pid = 0
+        self.ntp_ms = 2000
+        self.taken = 0  # samples taken since start
+        self.last_t = 0  # the newest sample's time
+        self.acked = 0  # telemetry messages acknowledged by the broker
+        self.clock_ok = True
+        self.early = []  # type: list  # [ticks, fields] sampled before the clock was set
+        self.flushing = False
+        self.blink = None  # type: list | None  # [ticks when identify ends, LED state]
+        self.reboot_at = None  # type: int | None  # ticks: reboot once the ack is out
+        self.trial = None  # type: int | None  # ticks by which a new config must connect
+        self.wdt = wdt  # type: object
+        self.wake = None  # type: int | None  # deep sleep: deepsleep.count()'s, from app.py
         if cfg["cmd_key"]:
             from urbanpulse_fw import edkey
 
@@ -67,29 +92,29 @@ class MainLoop:
         c.on_puback = self.on_puback
         c.on_message = self.command
         self.up.on_connect = self.on_connect
-        self.publish_ms = max(1, int(cfg["publish_interval_s"] * 1000))
-        now = self.started = clock.ticks()
-        self.due = [now] * len(objs)
-        self.last_publish = self.next_clock = self.next_health = now
-        self.health_ms = int(cfg["health_interval_s"] * 1000)
-        self.health_pid = 0
-        self.ntp_ms = 2000
-        self.taken = 0  # samples taken since start
-        self.last_t = 0  # the newest sample's time
-        self.acked = 0  # telemetry messages acknowledged by the broker
-        self.clock_ok = True
-        self.early = []  # type: list  # [ticks, fields] sampled before the clock was set
-        self.flushing = False
-        self.blink = None  # type: list | None  # [ticks when identify ends, LED state]
-        self.reboot_at = None  # type: int | None  # ticks: reboot once the ack is out
-        self.trial = None  # type: int | None  # ticks by which a new config must connect
-        self.wdt = wdt  # type: object
 
     def log(self, *parts):
         # The parts printed one after the other, not joined first: trouble (an outage, low
         # memory) is when a board logs most, and a fragmented heap may then have no room for
         # a string the length of the line.
         print("[", self.cfg["device_id"], "] ", *parts, sep="")
+
+    def go(self):
+        """Run (main.py, after app.py made this loop): the main loop, or a deep-sleep wake's
+        pass; a fatal error resets the board."""
+        try:
+            if self.cfg["wake_s"]:
+                from urbanpulse_fw import deepsleep  # loaded by app.py, before the buffer
+
+                deepsleep.wake(self, self.wake)
+            else:
+                self.run()
+        except Exception as e:
+            self.log("fatal error, resetting")
+            sys.print_exception(e)
+            if hw.ON_BOARD:
+                time.sleep(5)  # no tight reboot loop
+            hw.reset()
 
     def run(self):
         cfg = self.cfg

@@ -215,8 +215,8 @@ class Fleet:
         env = hostboard.board_env(self._firmware, board.folder)
         with board.log_file.open("ab") as console:
             board.process = hostboard.launch(
-                [self._micropython, "-X", f"heapsize={self.heap}",
-                 str(self._firmware / "main.py")], board.folder, env, console)
+                [self._micropython, "-X", f"heapsize={self.heap}", hostboard.MAIN],
+                board.folder, env, console)
         board.starts += 1
         board.started_at = time.monotonic()
 

@@ -24,6 +24,10 @@ from urbanpulse.field.bundle import HOST_STANDINS
 # In a host board's folder: a link to the bundle, so that module paths are as short as on a
 # board (each module's path is interned for good; a temporary folder's long one costs heap).
 BOARD_LINK = ".fw"
+# The script a host board runs, through the link: MicroPython puts the script's folder first
+# on sys.path, and every module's path stays interned in the board's heap (an absolute path
+# to the bundle cost the air board about 500 bytes).
+MAIN = f"{BOARD_LINK}/main.py"
 # Tells the firmware's stand-in for `network` that stdin is the stop pipe (see launch()).
 STOP_VARIABLE = "URBANPULSE_HOST_STOP"
 
