@@ -1,5 +1,5 @@
 # What runs once at start, then is unloaded (RAM): config (with remote updates and rollback,
-# cfgtrial.py), boot counter, reset cause, watchdog, sensors. app.py keeps only the main flow.
+# cfgtrial.py), boot counter, reset cause, watchdog, the TLS context (tlsconf.py), sensors.
 import gc
 import os
 import sys

@@ -119,9 +119,7 @@ def test_a_provisioned_firmware_board_speaks_tls_and_takes_only_signed_commands(
             # One operator identity: `cmd send` above took the broker session (client id
             # bound to the user name); this client comes back after a second, subscribed anew.
             wait_until(operator.client.is_connected, 10, "the operator's client back")
-            operator._subscribed.clear()
-            operator.client.subscribe(operator.topic, qos=1)
-            assert operator._subscribed.wait(10), "the operator's subscription"
+            assert operator.subscribed(10), "the operator's subscription"
 
             def publish(payload: bytes, retain: bool = False) -> None:
                 operator.client.publish(f"city/{dev}/cmd", payload, qos=1,

@@ -168,6 +168,7 @@ class Recorder:
         )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         if self.ca_file is not None:
@@ -176,14 +177,21 @@ class Recorder:
             self.client.username_pw_set(self.username, self.password)
         self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()
-        if not self._subscribed.wait(10):
+        if not self.subscribed(10):
             raise AssertionError("subscriber did not get its SUBACK")
+
+    def subscribed(self, timeout_s: float) -> bool:
+        """Whether the subscription stands (again, after a reconnect) within timeout_s."""
+        return self._subscribed.wait(timeout_s)
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
         client.subscribe(self.topic, qos=1)  # again after every reconnect
 
     def _on_subscribe(self, *_: Any) -> None:
         self._subscribed.set()
+
+    def _on_disconnect(self, *_: Any) -> None:
+        self._subscribed.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
