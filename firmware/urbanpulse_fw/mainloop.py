@@ -94,10 +94,14 @@ class MainLoop:
         self.up.on_connect = self.on_connect
 
     def log(self, *parts):
-        # The parts printed one after the other, not joined first: trouble (an outage, low
-        # memory) is when a board logs most, and a fragmented heap may then have no room for
-        # a string the length of the line.
-        print("[", self.cfg["device_id"], "] ", *parts, sep="")
+        # The parts printed one by one, neither joined nor passed on as print(*parts): trouble
+        # (an outage, low memory) is when a board logs most, and a fragmented heap may then
+        # have no room for a string the length of the line, nor for the argument array that
+        # a call with *parts allocates (120 bytes for a reconnect line).
+        print("[", self.cfg["device_id"], "] ", sep="", end="")
+        for p in parts:
+            print(p, end="")
+        print()
 
     def go(self):
         """Run (main.py, after app.py made this loop): the main loop, or a deep-sleep wake's
@@ -289,12 +293,13 @@ class MainLoop:
         for s in self.sensors:
             if s.fault:
                 f += ("," if f else "") + "%s:%s" % (s.name, s.fault)
-        parts = [('{"t":%d,"heap_free":%d,"uptime":%d,"buffered":%d,"dropped":%d,"fw":"%s",'
-                  '"reset_cause":"%s"' % (
-                      clock.now_ms(), hw.free_heap(),
-                      time.ticks_diff(clock.ticks(), self.started) // 1000, ob.held(),
-                      ob.lost(), FW_VERSION, self.cause)).encode(),
-                 (',"faults":%s' % json.dumps(f)).encode()]
+        # Pieces of at most about 60 bytes: small blocks are what a fragmented heap still has.
+        parts = [b'{"t":%d,"heap_free":%d' % (clock.now_ms(), hw.free_heap()),
+                 b',"uptime":%d,"buffered":%d,"dropped":%d' % (
+                     time.ticks_diff(clock.ticks(), self.started) // 1000, ob.held(),
+                     ob.lost()),
+                 (',"fw":"%s","reset_cause":"%s","faults":' % (FW_VERSION, self.cause)).encode(),
+                 json.dumps(f).encode()]
         r = hw.wifi_rssi()
         if r is not None:
             parts.append(b',"rssi":%d' % r)

@@ -23,6 +23,7 @@ class Uplink:
         self.log = log
         self.stats = None  # type: Any  # () -> str for the connect log line (the main loop's)
         self.topic = "%s/%s/" % (cfg["mqtt_prefix"], cfg["device_id"])
+        self.broker = "%s:%d" % (cfg["mqtt_host"], cfg["mqtt_port"])  # for the log, made once
         c = mqtt.Client(cfg["device_id"], cfg["mqtt_host"], cfg["mqtt_port"],
                         cfg["mqtt_username"], cfg["mqtt_password"], cfg["mqtt_keepalive_s"])
         c.set_last_will(self.topic + "status", OFFLINE, True, 1)
@@ -63,9 +64,6 @@ class Uplink:
         return self.client.connected
 
     def connect(self):
-        cfg = self.cfg
-        host = cfg["mqtt_host"]
-        port = cfg["mqtt_port"]
         if self.client.tls and not clock.is_valid(clock.now_ms()):
             # The certificate's dates cannot be checked without the time (an ESP32 starts at
             # 2000-01-01): wait for NTP (the main loop's) rather than fail every handshake.
@@ -77,12 +75,12 @@ class Uplink:
         except (OSError, mqtt.MQTTError) as e:
             n = jitter(self.backoff)
             # In parts (see MainLoop.log): this is logged all through an outage.
-            self.log("mqtt connect to ", host, ":", port, " failed: ", e, "; retry in ", n, " ms")
+            self.log("mqtt connect to ", self.broker, " failed: ", e, "; retry in ", n, " ms")
             self.next_connect = time.ticks_add(time.ticks_ms(), n)
             self.backoff = min(self.backoff * 2, 60000)
             return
         self.backoff = 1000
-        self.log("mqtt connected to ", host, ":", port, " (", self.stats(), ")")
+        self.log("mqtt connected to ", self.broker, " (", self.stats(), ")")
         status = '{"state":"online","fw":"%s","boot":%d}' % (FW_VERSION, self.boot)
         self.client.publish(self.topic + "status", status.encode(), 1, True)
         if self.on_connect:
