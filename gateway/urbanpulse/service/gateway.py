@@ -24,7 +24,7 @@ import time
 
 from urbanpulse.config import Settings
 from urbanpulse.contract.lineprotocol import encode_point
-from urbanpulse.contract.messages import Telemetry, TelemetryValidator
+from urbanpulse.contract.messages import TelemetryValidator
 from urbanpulse.contract.topics import topic_channel
 from urbanpulse.contract.vocabulary import DEVICE_INFO_MEASUREMENT, GATEWAY_STATS_MEASUREMENT
 from urbanpulse.influx.deadletter import DeadLetterFile
@@ -198,13 +198,11 @@ class Gateway:
         """Points received but not stored yet, beyond the batch being written."""
         return self.batcher.spool_status()["spool_points"] > 0
 
-    def _note_late_samples(self, device_id: str, message: Telemetry) -> None:
-        """A board delivering its offline buffer: recompute the KPI windows it touches."""
-        if not message.samples:
-            return
-        t_min = min(sample.t for sample in message.samples)
+    def _note_late_samples(self, device_id: str, t_min: int, t_max: int) -> None:
+        """A board delivering its offline buffer (samples from t_min to t_max): recompute the
+        KPI windows it touches."""
         if t_min < hour_start(_now_ms()):  # older than the current UTC hour
-            self.kpi.note_samples(device_id, t_min, max(sample.t for sample in message.samples))
+            self.kpi.note_samples(device_id, t_min, t_max)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:

@@ -2,17 +2,22 @@
 
 ``MessageHandler`` checks the topic, looks the device up in the registry, validates the
 payload against the contract, recognises redelivered messages and tags each point from the
-registry. The points go to the ``Batcher`` (batcher.py), which stores them and only then
-acknowledges the message.
+registry. A message valid as a whole takes the hot path (contract/fastpath.py: decoded,
+checked and turned into lines in one pass); any other goes through the full validator
+(contract/messages.py), which keeps its valid samples and says why it refused the rest. The
+points go to the ``Batcher`` (batcher.py), which stores them and only then acknowledges the
+message.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Callable
 
+from urbanpulse.contract.fastpath import telemetry_lines
 from urbanpulse.contract.lineprotocol import encode_field_value, escape_key
-from urbanpulse.contract.messages import Telemetry, TelemetryValidator
+from urbanpulse.contract.messages import MessageRejected, Telemetry, TelemetryValidator
 from urbanpulse.contract.vocabulary import VOCABULARY
 from urbanpulse.registry.devices import RegisteredDevice, Registry
 
@@ -51,7 +56,7 @@ class MessageHandler:
         stats: Stats,
         rejection_log: RateLimitedLog,
         recent: RecentMessages | None = None,
-        on_accepted: Callable[[str, Telemetry], None] | None = None,
+        on_accepted: Callable[[str, int, int], None] | None = None,
     ) -> None:
         # Topic to registered device, counting and logging: shared with health and status.
         self._channel = DeviceChannel("telemetry", topic_prefix, registry, stats, rejection_log)
@@ -62,14 +67,32 @@ class MessageHandler:
 
     def handle(self, topic: str, payload: bytes) -> list[str]:
         """Points to store for this message; rejections are counted and logged here."""
-        received = self._channel.receive(topic, payload, self._validator.parse)
-        if received is None:
+        channel = self._channel
+        channel.count_received()
+        try:
+            device = channel.device(topic)
+        except MessageRejected as exc:
+            channel.reject(exc.rejection, topic)
             return []
-        device, message = received
+        latest_ms = time.time_ns() // 1_000_000 + self._validator.max_future_ms
+        fast = telemetry_lines(payload, device.tag_string, latest_ms)
+        if fast is not None:
+            boot, seq, lines = fast.boot, fast.seq, fast.lines
+            span: tuple[int, int] | None = (fast.t_min, fast.t_max)
+            rejected = []
+        else:
+            try:
+                message = self._validator.parse(payload)
+            except MessageRejected as exc:
+                channel.reject(exc.rejection, topic)
+                return []
+            boot, seq, rejected = message.boot, message.seq, message.rejected
+            lines = telemetry_points(device, message)
+            times = [sample.t for sample in message.samples]
+            span = (min(times), max(times)) if times else None
         # Points first: a message is remembered only once it has yielded its points.
-        lines = telemetry_points(device, message)
         if self._recent is not None and self._recent.seen_before(
-            device.device.device_id, message.boot, message.seq, zlib.crc32(payload)
+            device.device.device_id, boot, seq, zlib.crc32(payload)
         ):
             # A redelivery: no points, so its ack queues behind the original's points and is
             # sent only once they are stored. Writing them again would do no harm (InfluxDB
@@ -77,9 +100,9 @@ class MessageHandler:
             # as accepted (it is valid) and as a duplicate; its rejections were logged once.
             self._stats.duplicate()
             return []
-        for rejection in message.rejected:
-            self._channel.reject(rejection, topic, what="sample")
-        self._channel.count_accepted()
-        if self._on_accepted is not None:
-            self._on_accepted(device.device.device_id, message)
+        for rejection in rejected:
+            channel.reject(rejection, topic, what="sample")
+        channel.count_accepted()
+        if self._on_accepted is not None and span is not None:
+            self._on_accepted(device.device.device_id, *span)
         return lines
