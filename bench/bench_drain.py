@@ -16,7 +16,8 @@ but not stored). The issue's targets: >= 1.5 with `workers = auto`, >= 1.0 with 
 The consumers:
 - the gateway (`urbanpulse gateway run`): validates every sample against the contract, tags
   it from the registry, and acknowledges a message only once its points are stored;
-- Node-RED 4's best flow for the job: MQTT in (QoS 1, persistent session) -> json -> a
+- Node-RED 4's best flow for the job: MQTT in (QoS 1, persistent session, kept subscribed
+  while it is stopped: autoUnsubscribe off) -> json -> a
   function turning samples into points (tags from a table, as the registry gives them) ->
   join 100 messages or 1 s -> node-red-contrib-influxdb's batch node. It validates nothing
   and acknowledges on receipt, so it is the floor, not the target. It is installed by this
@@ -226,29 +227,29 @@ class NodeRedConsumer(Consumer):
                 for i, d in enumerate(board_ids(boards))}
         influx_port = services.influx_url.rsplit(":", 1)[1]
         flow = [
-            {"id": "f", "type": "tab", "label": "drain"},
-            {"id": "broker", "type": "mqtt-broker", "broker": "127.0.0.1",
+            {"id": "a1000000000001", "type": "tab", "label": "drain"},
+            {"id": "a1000000000002", "type": "mqtt-broker", "broker": "127.0.0.1",
              "port": str(services.mqtt_port), "clientid": self.client_id,
              "autoConnect": True, "usetls": False, "protocolVersion": "4", "keepalive": "60",
-             "cleansession": False},
-            {"id": "idb", "type": "influxdb", "hostname": "127.0.0.1", "port": influx_port,
+             "cleansession": False, "autoUnsubscribe": False},
+            {"id": "a1000000000003", "type": "influxdb", "hostname": "127.0.0.1", "port": influx_port,
              "protocol": "http", "database": services.database, "name": "",
              "usetls": False, "influxdbVersion": "1.x"},
-            {"id": "in", "type": "mqtt in", "z": "f", "topic": "city/+/telemetry", "qos": "1",
-             "datatype": "utf8", "broker": "broker", "nl": False, "rap": False, "rh": 0,
-             "wires": [["json"]]},
-            {"id": "json", "type": "json", "z": "f", "property": "payload", "action": "obj",
-             "wires": [["points"]]},
-            {"id": "points", "type": "function", "z": "f", "outputs": 1,
+            {"id": "a1000000000004", "type": "mqtt in", "z": "a1000000000001", "topic": "city/+/telemetry", "qos": "1",
+             "datatype": "utf8", "broker": "a1000000000002", "nl": False, "rap": False, "rh": 0,
+             "wires": [["a1000000000005"]]},
+            {"id": "a1000000000005", "type": "json", "z": "a1000000000001", "property": "payload", "action": "obj",
+             "wires": [["a1000000000006"]]},
+            {"id": "a1000000000006", "type": "function", "z": "a1000000000001", "outputs": 1,
              "func": "const TAGS = " + json.dumps(tags) + ";\n" + NODE_RED_FUNCTION,
-             "wires": [["join"]]},
-            {"id": "join", "type": "join", "z": "f", "mode": "custom", "build": "array",
+             "wires": [["a1000000000007"]]},
+            {"id": "a1000000000007", "type": "join", "z": "a1000000000001", "mode": "custom", "build": "array",
              "property": "payload", "propertyType": "msg", "count": "100", "timeout": "1",
              "accumulate": False, "joiner": "\\n", "joinerType": "str",
-             "wires": [["flatten"]]},
-            {"id": "flatten", "type": "function", "z": "f", "outputs": 1,
-             "func": NODE_RED_FLATTEN, "wires": [["batch"]]},
-            {"id": "batch", "type": "influxdb batch", "z": "f", "influxdb": "idb",
+             "wires": [["a1000000000008"]]},
+            {"id": "a1000000000008", "type": "function", "z": "a1000000000001", "outputs": 1,
+             "func": NODE_RED_FLATTEN, "wires": [["a1000000000009"]]},
+            {"id": "a1000000000009", "type": "influxdb batch", "z": "a1000000000001", "influxdb": "a1000000000003",
              "precision": "ms", "retentionPolicy": "", "wires": []},
         ]
         (self.user_dir / "flows.json").write_text(json.dumps(flow))
