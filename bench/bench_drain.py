@@ -173,7 +173,8 @@ class GatewayConsumer(Consumer):
     marker = "connected to 127.0.0.1"
     mqtt5 = True
 
-    def __init__(self, work: Path, services: Services, boards: int, workers: str) -> None:
+    def __init__(self, work: Path, services: Services, boards: int, workers: str,
+                 protocol: str = "5") -> None:
         super().__init__(work)
         registry = work / "devices.csv"
         registry.write_text(registry_csv(boards))
@@ -182,7 +183,7 @@ class GatewayConsumer(Consumer):
             service["workers"] = workers if workers == "auto" else int(workers)
         config: dict[str, Any] = {
             "mqtt": {"host": "127.0.0.1", "port": services.mqtt_port,
-                     "client_id": self.client_id},
+                     "client_id": self.client_id, "protocol": protocol},
             "influx": {"url": services.influx_url, "database": services.database},
             "registry": {"path": str(registry)},
             "spool": {"path": str(work / "spool")},
@@ -190,6 +191,7 @@ class GatewayConsumer(Consumer):
         }
         if service:
             config["service"] = service
+        self.mqtt5 = protocol == "5"
         self.config = work / "gateway.toml"
         self.config.write_text(tomli_w.dumps(config))
 
@@ -226,30 +228,34 @@ class NodeRedConsumer(Consumer):
         tags = {d: {"device_id": d, "district": DISTRICTS[i % 3], "kind": "air"}
                 for i, d in enumerate(board_ids(boards))}
         influx_port = services.influx_url.rsplit(":", 1)[1]
+        # Node ids in Node-RED's own form (hex): short names like "json" confuse it.
+        ids = {name: f"{i + 1:016x}" for i, name in enumerate(
+            ("tab", "broker", "influx", "in", "json", "points", "join", "flatten", "batch"))}
+        tab = ids["tab"]
         flow = [
-            {"id": "a1000000000001", "type": "tab", "label": "drain"},
-            {"id": "a1000000000002", "type": "mqtt-broker", "broker": "127.0.0.1",
+            {"id": tab, "type": "tab", "label": "drain"},
+            {"id": ids["broker"], "type": "mqtt-broker", "broker": "127.0.0.1",
              "port": str(services.mqtt_port), "clientid": self.client_id,
              "autoConnect": True, "usetls": False, "protocolVersion": "4", "keepalive": "60",
              "cleansession": False, "autoUnsubscribe": False},
-            {"id": "a1000000000003", "type": "influxdb", "hostname": "127.0.0.1", "port": influx_port,
-             "protocol": "http", "database": services.database, "name": "",
-             "usetls": False, "influxdbVersion": "1.x"},
-            {"id": "a1000000000004", "type": "mqtt in", "z": "a1000000000001", "topic": "city/+/telemetry", "qos": "1",
-             "datatype": "utf8", "broker": "a1000000000002", "nl": False, "rap": False, "rh": 0,
-             "wires": [["a1000000000005"]]},
-            {"id": "a1000000000005", "type": "json", "z": "a1000000000001", "property": "payload", "action": "obj",
-             "wires": [["a1000000000006"]]},
-            {"id": "a1000000000006", "type": "function", "z": "a1000000000001", "outputs": 1,
+            {"id": ids["influx"], "type": "influxdb", "hostname": "127.0.0.1",
+             "port": influx_port, "protocol": "http", "database": services.database,
+             "name": "", "usetls": False, "influxdbVersion": "1.x"},
+            {"id": ids["in"], "type": "mqtt in", "z": tab, "topic": "city/+/telemetry",
+             "qos": "1", "datatype": "utf8", "broker": ids["broker"], "nl": False,
+             "rap": False, "rh": 0, "wires": [[ids["json"]]]},
+            {"id": ids["json"], "type": "json", "z": tab, "property": "payload",
+             "action": "obj", "wires": [[ids["points"]]]},
+            {"id": ids["points"], "type": "function", "z": tab, "outputs": 1,
              "func": "const TAGS = " + json.dumps(tags) + ";\n" + NODE_RED_FUNCTION,
-             "wires": [["a1000000000007"]]},
-            {"id": "a1000000000007", "type": "join", "z": "a1000000000001", "mode": "custom", "build": "array",
+             "wires": [[ids["join"]]]},
+            {"id": ids["join"], "type": "join", "z": tab, "mode": "custom", "build": "array",
              "property": "payload", "propertyType": "msg", "count": "100", "timeout": "1",
              "accumulate": False, "joiner": "\\n", "joinerType": "str",
-             "wires": [["a1000000000008"]]},
-            {"id": "a1000000000008", "type": "function", "z": "a1000000000001", "outputs": 1,
-             "func": NODE_RED_FLATTEN, "wires": [["a1000000000009"]]},
-            {"id": "a1000000000009", "type": "influxdb batch", "z": "a1000000000001", "influxdb": "a1000000000003",
+             "wires": [[ids["flatten"]]]},
+            {"id": ids["flatten"], "type": "function", "z": tab, "outputs": 1,
+             "func": NODE_RED_FLATTEN, "wires": [[ids["batch"]]]},
+            {"id": ids["batch"], "type": "influxdb batch", "z": tab, "influxdb": ids["influx"],
              "precision": "ms", "retentionPolicy": "", "wires": []},
         ]
         (self.user_dir / "flows.json").write_text(json.dumps(flow))
@@ -311,6 +317,8 @@ def main() -> None:
     parser.add_argument("--boards", type=int, default=100)
     parser.add_argument("--workers", default="1", help="the gateway's [service] workers")
     parser.add_argument("--samples", default="1,5", help="samples per message, comma separated")
+    parser.add_argument("--protocol", default="5", choices=("3.1.1", "5"),
+                        help="the gateway's MQTT version")
     parser.add_argument("--no-node-red", action="store_true", help="the gateway alone")
     args = parser.parse_args()
     if not args.no_node_red:
@@ -320,11 +328,14 @@ def main() -> None:
         services = start_services(root / "stack")
         try:
             print(f"{args.messages} messages from {args.boards} boards, backlog on the broker; "
-                  f"gateway workers = {args.workers}; {os.cpu_count()} cores")
+                  f"gateway workers = {args.workers}, MQTT {args.protocol}; "
+                  f"{os.cpu_count()} cores")
             for samples in (int(s) for s in args.samples.split(",")):
                 work = root / f"s{samples}"
                 work.mkdir()
-                rate, lost = drain(GatewayConsumer(work, services, args.boards, args.workers),
+                gateway = GatewayConsumer(work, services, args.boards, args.workers,
+                                          args.protocol)
+                rate, lost = drain(gateway,
                                    services, args.boards, args.messages, samples)
                 line = (f"{samples} sample(s)/message: gateway {rate:8.0f} msg/s "
                         f"({rate * samples:8.0f} samples/s), lost {lost}")
