@@ -111,3 +111,17 @@ def test_example_configuration_documents_every_key_with_its_default(repo_root: P
         for key in type(model).model_fields:
             documented = key in parsed.get(section, {}) or f"# {key} =" in text
             assert documented, f"[{section}] {key} is not in {example.name}"
+
+
+def test_workers_need_mqtt_5_and_auto_is_one_per_core(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "gw.toml"
+    path.write_text('[service]\nworkers = "auto"\n')
+    assert load_settings(path).service.worker_count() == min(os.cpu_count() or 1, 16)
+    path.write_text('[service]\nworkers = 2\n[mqtt]\nprotocol = "3.1.1"\n')
+    with pytest.raises(ConfigError, match="workers > 1 needs \\[mqtt\\] protocol = '5'"):
+        load_settings(path)
+    path.write_text("[service]\nworkers = 17\n")
+    with pytest.raises(ConfigError, match="workers"):
+        load_settings(path)

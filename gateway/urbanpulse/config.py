@@ -7,6 +7,7 @@ they stay out of the unit file and the process list.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -251,6 +252,30 @@ class KpiSettings(_Section):
         return self
 
 
+# The most worker processes a gateway may run: the broker's ACL names each one's user
+# (broker/policy.py), so that each has its own session.
+MAX_WORKERS = 16
+
+
+class ServiceSettings(_Section):
+    """The gateway's processes (README: "Every core: workers")."""
+
+    # 1: one process, as always. N > 1 or "auto" (one per core): N worker processes, each
+    # its own MQTT session in one shared subscription, its own spool and batcher, under one
+    # parent that systemd sees (liveness, KPIs and /metrics are the parent's, computed once).
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = 1
+
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return min(os.cpu_count() or 1, MAX_WORKERS)
+        return self.workers
+
+
+def worker_name(name: str, index: int) -> str:
+    """Worker ``index``'s MQTT client id, or broker user, from the gateway's."""
+    return f"{name}-w{index}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
@@ -269,6 +294,14 @@ class Settings(BaseSettings):
     kpi: KpiSettings = KpiSettings()
     spool: SpoolSettings = SpoolSettings()
     dedup: DedupSettings = DedupSettings()
+    service: ServiceSettings = ServiceSettings()
+
+    @model_validator(mode="after")
+    def _workers(self) -> Settings:
+        if self.service.worker_count() > 1 and self.mqtt.protocol != "5":
+            raise ValueError("[service] workers > 1 needs [mqtt] protocol = '5' (the workers "
+                             "share one subscription)")
+        return self
 
     @classmethod
     def settings_customise_sources(

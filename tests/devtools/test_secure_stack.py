@@ -6,9 +6,12 @@ reading is stored. Real processes, real TLS."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,3 +210,32 @@ def test_a_board_trusts_only_the_citys_ca_and_the_brokers_name_and_waits_for_the
         assert f"failed: tls: The certificate {why}" in console, console
     for board in boards:
         assert "Traceback" not in board.console(), board.console()
+
+
+def test_the_gateways_workers_log_in_as_users_of_their_own(
+    secure_stack: list[str], tmp_path: Path
+) -> None:
+    # The secure broker takes the username as the client id: two workers under one user
+    # would take each other's session over, again and again.
+    secure = tmp_path / "stack" / "secure"
+    log = tmp_path / "gateway.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("URBANPULSE_")}
+    env.update(URBANPULSE_SERVICE__WORKERS="2",
+               URBANPULSE_SPOOL__PATH=str(tmp_path / "spool"))
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "urbanpulse", "gateway", "run", "--config",
+             str(secure / "urbanpulse.toml")], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        def both() -> bool:
+            assert process.poll() is None, log.read_text()
+            text = log.read_text()
+            return all(f"as urbanpulse-gateway-w{i} " in text for i in (0, 1))
+
+        wait_until(both, 60, "both workers connected")
+        time.sleep(3)  # a takeover would show now: a worker disconnected, reconnecting
+        text = log.read_text()
+        assert "disconnected from broker" not in text and "refused" not in text, text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()

@@ -139,13 +139,21 @@ def env(tmp_path: Path) -> Iterator[FaultEnv]:
         stop_services(services)
 
 
+def _workers(workers: int) -> dict[str, dict[str, Any]]:
+    """The [service] section for `workers` processes (1: the gateway in one process)."""
+    return {"service": {"workers": workers}} if workers > 1 else {}
+
+
 def _starts(log: str) -> list[str]:
     """The gateway's 'connected to' lines, in order (session_present says what it found)."""
     return [line for line in log.splitlines() if "connected to" in line]
 
 
-def test_gateway_killed_with_sigkill_mid_load_loses_nothing(env: FaultEnv) -> None:
-    gateway = env.gateway("gw-kill")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_gateway_killed_with_sigkill_mid_load_loses_nothing(env: FaultEnv, workers: int) -> None:
+    # With workers: kill -9 of the parent; its workers follow it (PR_SET_PDEATHSIG), and the
+    # restarted service starts new ones on the same sessions and spools.
+    gateway = env.gateway("gw-kill", extra=_workers(workers))
     env.start_ready(gateway)
     load = env.start_load(duration_s=30)
     env.wait_load_time(10)
@@ -159,8 +167,9 @@ def test_gateway_killed_with_sigkill_mid_load_loses_nothing(env: FaultEnv) -> No
     assert "session_present=True" in _starts(gateway.log())[-1], env.logs()
 
 
-def test_influxdb_down_for_30_s_under_load_loses_nothing(env: FaultEnv) -> None:
-    gateway = env.gateway("gw-influx")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_influxdb_down_for_30_s_under_load_loses_nothing(env: FaultEnv, workers: int) -> None:
+    gateway = env.gateway("gw-influx", extra=_workers(workers))
     env.start_ready(gateway)
     load = env.start_load(duration_s=40)
     env.wait_load_time(4)
@@ -176,12 +185,13 @@ def test_influxdb_down_for_30_s_under_load_loses_nothing(env: FaultEnv) -> None:
     assert stats["write_errors"] > 0 and stats["spooled_points"] > 0, stats
 
 
-def test_mosquitto_restart_under_load_loses_nothing(env: FaultEnv) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_mosquitto_restart_under_load_loses_nothing(env: FaultEnv, workers: int) -> None:
     # The stack's Mosquitto runs with persistence on (saved on SIGTERM): what it acknowledged
     # to publishers, and what the gateway's session had not acknowledged, survive the restart.
     config = (env.root / "stack" / "mosquitto" / "mosquitto.conf").read_text()
     assert "persistence true" in config.splitlines()
-    gateway = env.gateway("gw-broker")
+    gateway = env.gateway("gw-broker", extra=_workers(workers))
     env.start_ready(gateway)
     load = env.start_load(duration_s=25)
     env.wait_load_time(10)
@@ -217,12 +227,12 @@ def test_one_of_two_shared_subscription_gateways_killed_loses_nothing(env: Fault
     assert "session_present=True" in _starts(first.log())[-1], env.logs()
 
 
-def test_full_spool_loses_nothing_once_influxdb_returns(env: FaultEnv) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_full_spool_loses_nothing_once_influxdb_returns(env: FaultEnv, workers: int) -> None:
     # A spool of 2 MiB holds about 20 000 points: full within seconds at this rate. Then the
     # gateway stops acknowledging and the broker keeps the messages.
-    gateway = env.gateway(
-        "gw-spool", extra={"spool": {"max_bytes": 2 << 20, "segment_bytes": 256 << 10}}
-    )
+    gateway = env.gateway("gw-spool", extra={
+        "spool": {"max_bytes": 2 << 20, "segment_bytes": 256 << 10}, **_workers(workers)})
     env.start_ready(gateway)
     load = env.start_load(duration_s=25)
     env.wait_load_time(4)

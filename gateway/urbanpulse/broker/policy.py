@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from urbanpulse.config import MAX_WORKERS, worker_name
 from urbanpulse.contract.vocabulary import MAX_PAYLOAD_BYTES
 
 GATEWAY_USER = "urbanpulse-gateway"
@@ -46,10 +47,13 @@ def acl(
     ]
     lines += [f"pattern write {prefix}/%u/{channel}" for channel in BOARD_WRITES]
     lines += [f"pattern read {prefix}/%u/{channel}" for channel in BOARD_READS]
-    for user in gateways:
-        lines += ["", "# The gateway: reads what the boards send (shared subscriptions too).",
-                  f"user {user}"]
-        lines += [f"topic read {prefix}/+/{channel}" for channel in BOARD_WRITES]
+    for gateway in gateways:
+        # Its workers ([service] workers) are users of their own: the username is the
+        # client id, and each worker has its own session.
+        for user in (gateway, *(worker_name(gateway, i) for i in range(MAX_WORKERS))):
+            lines += ["", "# The gateway: reads what the boards send (shared subscriptions "
+                      "too).", f"user {user}"]
+            lines += [f"topic read {prefix}/+/{channel}" for channel in BOARD_WRITES]
     for user in operators:
         lines += ["", "# An operator: sends commands, reads their acks and the boards' status.",
                   f"user {user}", f"topic write {prefix}/+/cmd", f"topic read {prefix}/+/cmd/ack",

@@ -94,19 +94,33 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     from urbanpulse.service.gateway import Gateway
     from urbanpulse.service.logs import setup_logging
     from urbanpulse.service.spool import SpoolError
+    from urbanpulse.service.workers import Supervisor, die_with_parent, worker_settings
 
     settings = _settings(args)
     setup_logging(settings.log.level)
+    worker: int | None = args.worker
     try:
-        gateway = Gateway(settings)
+        if worker is not None:
+            die_with_parent()
+            gateway = Gateway(worker_settings(settings, worker), role="worker")
+        elif settings.service.worker_count() > 1:
+            supervisor = Supervisor(settings, args.config)
+            gateway = supervisor.coordinator
+        else:
+            gateway = Gateway(settings)
     except (RegistryError, KeyStoreError, SpoolError) as exc:
         raise CliError(str(exc)) from None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        gateway.request_stop()
+        if worker is None and settings.service.worker_count() > 1:
+            supervisor.request_stop()
+        else:
+            gateway.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if worker is None and settings.service.worker_count() > 1:
+        return supervisor.run()
     gateway.start()
     gateway.run()
     gateway.stop()
@@ -261,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     gw_sub = gw.add_subparsers(dest="gateway_command", required=True)
     p = gw_sub.add_parser("run", help="run the gateway in the foreground (systemd runs this)")
     _add_config_option(p)
+    # One of [service] workers, started by its parent (service/workers.py), never by hand.
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_gateway_run)
     p = gw_sub.add_parser("status", help="a running gateway's state, from its /metrics")
     p.add_argument("--url", default=None,

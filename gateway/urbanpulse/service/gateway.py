@@ -14,6 +14,8 @@ one gateway);
 view, and a shared subscription hands each status change (a last will) to one member only;
 brokers also differ on retained messages for shared subscriptions (Mosquitto 2.0 sends them,
 the MQTT 5 text leaves them out).
+
+With ``[service] workers`` the gateway runs in two roles (``Role``, service/workers.py).
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Literal
 
 from urbanpulse.config import Settings
-from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.contract.messages import TelemetryValidator
 from urbanpulse.contract.topics import topic_channel
-from urbanpulse.contract.vocabulary import DEVICE_INFO_MEASUREMENT, GATEWAY_STATS_MEASUREMENT
 from urbanpulse.influx.deadletter import DeadLetterFile
 from urbanpulse.influx.writer import PointWriter, WriteError, make_writer
 from urbanpulse.kpi.job import KpiJob
 from urbanpulse.kpi.windows import hour_start
-from urbanpulse.registry.devices import Registry, RegistryError, RegistryWatcher
+from urbanpulse.registry.devices import RegistryError, RegistryWatcher
 from urbanpulse.registry.keystore import KeyStoreError, KeyStoreWatcher
 
 from .acks import AckHandler
@@ -39,10 +40,11 @@ from .batcher import AckToken, Batcher
 from .channels import DeviceChannel
 from .dedup import RecentMessages
 from .health import HealthHandler
-from .liveness import Liveness, StatusHandler
+from .liveness import Liveness, StatusHandler, device_info_points
 from .logs import RateLimitedLog
 from .metrics import MetricsServer, start_metrics
 from .progress import ObservedWriter
+from .report import REPORT_KEY, PeerTotals, WorkerReport
 from .sdnotify import Notifier
 from .session import BrokerSession
 from .spool import Spool
@@ -54,20 +56,15 @@ log = logging.getLogger("urbanpulse.gateway")
 
 # How often silent devices are checked for their liveness timeout.
 LIVENESS_TICK_S = 1.0
+# "all": the gateway in one process. With [service] workers (service/workers.py): a "worker"
+# stores telemetry, health and answers from its share of a shared subscription and reports to
+# its parent, the "coordinator", which follows statuses and keeps liveness, KPIs, counters.
+Role = Literal["all", "coordinator", "worker"]
+# A worker's report to its parent, this often.
+REPORT_INTERVAL_S = 1.0
 # With points waiting, the batcher attempts a write at least every max_delay_s + its retry
 # backoff (at most 5 s), also while InfluxDB is down; this long without one means it is stuck.
 IDLE_WITH_WORK_LIMIT_S = 15.0
-
-
-def device_info_points(registry: Registry, now_ms: int) -> list[str]:
-    """Where each board is and how often it reports, for geomap and liveness panels."""
-    lines = []
-    for device in registry.devices:
-        fields: dict[str, float | bool] = {"registered": True, "interval_s": device.interval_s}
-        if device.lat is not None and device.lon is not None:
-            fields.update(lat=device.lat, lon=device.lon)
-        lines.append(encode_point(DEVICE_INFO_MEASUREMENT, device.tags, fields, now_ms))
-    return lines
 
 
 class Gateway:
@@ -76,8 +73,12 @@ class Gateway:
         settings: Settings,
         writer: PointWriter | None = None,
         notifier: Notifier | None = None,
+        role: Role = "all",
     ) -> None:
         self.settings = settings
+        self.role = role
+        self.report = WorkerReport() if role == "worker" else None
+        self.peers = PeerTotals()  # the workers' last reports (a coordinator's)
         self.stats = Stats()
         self.registry_watcher = RegistryWatcher(settings.registry.path)
         path = settings.keys.device_keys
@@ -97,11 +98,12 @@ class Gateway:
             self.stats,
             self._rejections,
             RecentMessages(settings.dedup.max_entries),
-            on_accepted=self._note_late_samples,
+            on_accepted=self.note_late_samples,
         )
         # KPIs are computed from stored data in a thread of their own, with their own
         # connections, so that a slow KPI run never holds up storing readings.
         self.kpi = KpiJob(settings, registry, backlog=self._store_backlog)
+        self.kpi.enabled = self.kpi.enabled and role != "worker"
         self.batcher = Batcher(
             self.writer,
             # The session is made below; the batcher acks only once started.
@@ -135,10 +137,13 @@ class Gateway:
         )
         shared = f"$share/{settings.mqtt.shared_group}/" if settings.mqtt.shared_group else ""
         self.topic = f"{shared}{prefix}/+/telemetry"
-        # The telemetry subscription comes first: the gateway is ready once it is granted.
-        self.topics = [self.topic, f"{shared}{prefix}/+/health", f"{prefix}/+/status",
-                       f"{shared}{prefix}/+/cmd/ack"]
+        # The first subscription is the one that makes the gateway ready once granted.
+        stored = [self.topic, f"{shared}{prefix}/+/health", f"{shared}{prefix}/+/cmd/ack"]
+        status = f"{prefix}/+/status"
+        self.topics = {"all": [*stored[:2], status, stored[2]], "worker": stored,
+                       "coordinator": [status]}[role]
         self._ready_sent = False
+        self._due = dict.fromkeys(("reload", "stats", "tick", "ping"), 0.0)  # step()
         self._started = time.monotonic()
         self._metrics: MetricsServer | None = None
         self._stuck_reason: str | None = None
@@ -181,7 +186,7 @@ class Gateway:
             handler = self.health if channel == "health" else self.acks
             device, lines = handler.handle(topic, payload)
             if device is not None:
-                lines += self.liveness.seen(device.device.device_id)
+                lines += self._seen(device.device.device_id)
             return lines
         if channel == "status":
             device, state = self.status.handle(topic, payload)
@@ -191,17 +196,26 @@ class Gateway:
         lines = self.handler.handle(topic, payload)
         if lines:
             # Valid readings: the board is alive (the handler checked topic and registry).
-            lines += self.liveness.seen(topic.split("/")[-2])
+            lines += self._seen(topic.split("/")[-2])
         return lines
+
+    def _seen(self, device_id: str) -> list[str]:
+        """A board was heard from: liveness here, or in the parent (a worker reports it)."""
+        if self.report is not None:
+            self.report.seen(device_id)
+            return []
+        return self.liveness.seen(device_id)
 
     def _store_backlog(self) -> bool:
         """Points received but not stored yet, beyond the batch being written."""
         return self.batcher.spool_status()["spool_points"] > 0
 
-    def _note_late_samples(self, device_id: str, t_min: int, t_max: int) -> None:
+    def note_late_samples(self, device_id: str, t_min: int, t_max: int) -> None:
         """A board delivering its offline buffer (samples from t_min to t_max): recompute the
         KPI windows it touches."""
-        if t_min < hour_start(_now_ms()):  # older than the current UTC hour
+        if self.report is not None:
+            self.report.late(device_id, t_min, t_max)  # the parent's KPIs
+        elif t_min < hour_start(_now_ms()):  # older than the current UTC hour
             self.kpi.note_samples(device_id, t_min, t_max)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -211,13 +225,15 @@ class Gateway:
         except WriteError as exc:
             # Not fatal: points wait (unacknowledged) until InfluxDB answers.
             log.warning("could not ensure the database exists yet: %s", exc)
-        self.batcher.add(device_info_points(self.registry_watcher.registry, _now_ms()))
+        if self.role != "worker":
+            self.batcher.add(device_info_points(self.registry_watcher.registry, _now_ms()))
         self.batcher.start()
         self.kpi.start()
         self._started = time.monotonic()
-        self._metrics = start_metrics(
-            self.snapshot, self.settings.metrics.host, self.settings.metrics.port
-        )
+        if self.role != "worker":
+            self._metrics = start_metrics(
+                self.snapshot, self.settings.metrics.host, self.settings.metrics.port
+            )
         period = self.notifier.watchdog_period_s
         if period is not None and self.settings.influx.timeout_s >= period:
             log.warning(
@@ -239,28 +255,36 @@ class Gateway:
     def run(self) -> None:
         """Until ``request_stop()``: reload the registry on change, write statistics, time
         out silent devices, and ping the systemd watchdog while the pipeline moves."""
-        next_reload = next_stats = next_tick = next_ping = time.monotonic()
-        ping_every = self.notifier.watchdog_interval_s
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_reload:
-                next_reload = now + self.settings.registry.reload_interval_s
-                self._reload_registry()
-            if now >= next_stats:
-                next_stats = now + self.settings.stats.interval_s
+            due = self.step(time.monotonic())
+            self._stop.wait(max(0.05, due - time.monotonic()))
+
+    def step(self, now: float) -> float:
+        """What is due at ``now`` (time.monotonic()); when something is due next. A worker
+        reports to its parent instead of writing statistics and keeping liveness."""
+        due = self._due
+        if now >= due["reload"]:
+            due["reload"] = now + self.settings.registry.reload_interval_s
+            self._reload_registry()
+        if self.report is not None:
+            if now >= due["stats"]:
+                due["stats"] = now + REPORT_INTERVAL_S
+                for text in self.report.take(self.snapshot()):
+                    self.notifier.notify(**{REPORT_KEY: text})
+        else:
+            if now >= due["stats"]:
+                due["stats"] = now + self.settings.stats.interval_s
                 self._add_housekeeping([self._stats_point()])
                 if self._stuck_reason is None:
                     self.notifier.status(self.snapshot().line())
-            if now >= next_tick:
-                next_tick = now + LIVENESS_TICK_S
+            if now >= due["tick"]:
+                due["tick"] = now + LIVENESS_TICK_S
                 self._add_housekeeping(self.liveness.tick())
-            due = [next_reload, next_stats, next_tick]
-            if ping_every is not None:
-                if now >= next_ping:
-                    next_ping = now + ping_every
-                    self._watchdog()
-                due.append(next_ping)
-            self._stop.wait(max(0.05, min(due) - time.monotonic()))
+        ping_every = self.notifier.watchdog_interval_s
+        if ping_every is not None and now >= due["ping"]:
+            due["ping"] = now + ping_every
+            self._watchdog()
+        return min(v for k, v in due.items() if k != "ping" or ping_every is not None)
 
     def _add_housekeeping(self, lines: list[str]) -> bool:
         """Our own points, from the main loop, which must never block: Batcher.add waits
@@ -302,11 +326,16 @@ class Gateway:
         return None
 
     def snapshot(self) -> GatewayStatus:
+        """This process's state, and the workers' with it (a coordinator's: self.peers)."""
+        peers = self.peers
+        spool = self.batcher.spool_status()
+        for key, n in peers.spool.items():  # an age is the oldest's; the rest add up
+            spool[key] = max(spool[key], n) if key.endswith("_age_s") else spool[key] + n
         return GatewayStatus(
             counters=self.stats.snapshot(),
-            pending_points=self.batcher.pending_points,
-            spool=self.batcher.spool_status(),
-            connected=self.connected.is_set(),
+            pending_points=self.batcher.pending_points + peers.pending_points,
+            spool=spool,
+            connected=self.connected.is_set() and peers.connected,
             uptime_s=time.monotonic() - self._started,
             write_in_flight_s=self.writer.busy_for(),
             write_latency=self.writer.latency(),
@@ -363,12 +392,7 @@ class Gateway:
             )
 
     def _stats_point(self) -> str:
-        return encode_point(
-            GATEWAY_STATS_MEASUREMENT,
-            {"gateway": self.settings.mqtt.client_id},
-            self.snapshot().stats_fields(),
-            _now_ms(),
-        )
+        return self.snapshot().stats_point(self.settings.mqtt.client_id, _now_ms())
 
 
 def _now_ms() -> int:

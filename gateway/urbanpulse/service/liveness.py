@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import pydantic_core
 
-from urbanpulse.contract.lineprotocol import encode_fields
+from urbanpulse.contract.lineprotocol import encode_fields, encode_point
 from urbanpulse.contract.messages import MessageRejected, Reason
 from urbanpulse.contract.vocabulary import (
+    DEVICE_INFO_MEASUREMENT,
     DEVICE_STATUS_MEASUREMENT,
     LIVENESS_STATES,
     MAX_STATUS_BYTES,
@@ -183,3 +184,14 @@ class StatusHandler:
             return None, None
         self._channel.count_accepted()
         return received
+
+
+def device_info_points(registry: Registry, now_ms: int) -> list[str]:
+    """Where each board is and how often it reports, for geomap and liveness panels."""
+    lines = []
+    for device in registry.devices:
+        fields: dict[str, float | bool] = {"registered": True, "interval_s": device.interval_s}
+        if device.lat is not None and device.lon is not None:
+            fields.update(lat=device.lat, lon=device.lon)
+        lines.append(encode_point(DEVICE_INFO_MEASUREMENT, device.tags, fields, now_ms))
+    return lines

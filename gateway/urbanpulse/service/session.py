@@ -118,9 +118,10 @@ class BrokerSession:
         with self._ack_lock:
             self._generation += 1
         mqtt_log.info(
-            "connected to %s:%d session_present=%s",
+            "connected to %s:%d as %s session_present=%s",
             self._settings.host,
             self._settings.port,
+            self._settings.client_id,
             flags.session_present,
         )
         # Subscribing again is harmless when the session kept the subscription.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from urbanpulse.contract.messages import Reason
@@ -52,6 +53,10 @@ class Stats:
         self._write_seconds = 0.0
         self._rejected_messages: Counter[str] = Counter()
         self._rejected_samples: Counter[str] = Counter()
+        # Other processes' counters added into ours ([service] workers): each worker's
+        # latest snapshot, and what workers that ended had counted (totals never go back).
+        self._external: dict[str, dict[str, int | float]] = {}
+        self._retired: dict[str, int | float] = {}
 
     def _add(self, **counts: int) -> None:
         with self._lock:
@@ -92,6 +97,17 @@ class Stats:
         """Points InfluxDB refused for good, set aside in the dead-letter file."""
         self._add(refused_points=points, dead_letter_points=points)
 
+    def set_external(self, name: str, snapshot: Mapping[str, int | float]) -> None:
+        """The latest counters (a ``snapshot()``) of another process, ``name``."""
+        with self._lock:
+            self._external[name] = dict(snapshot)
+
+    def retire_external(self, name: str) -> None:
+        """``name`` ended (a restarted worker counts from 0 again): its counts stay."""
+        with self._lock:
+            for key, n in self._external.pop(name, {}).items():
+                self._retired[key] = self._retired.get(key, 0) + n
+
     def snapshot(self) -> dict[str, int | float]:
         """Counters; all ints except ``write_seconds_total`` (always a float, so that the
         field keeps one type in gateway_stats)."""
@@ -104,4 +120,8 @@ class Stats:
                 snap[f"rejected_{reason.value}"] = (
                     self._rejected_messages[reason.value] + self._rejected_samples[reason.value]
                 )
+            for other in (*self._external.values(), self._retired):
+                for key, n in other.items():
+                    if key in snap:
+                        snap[key] += n
         return snap

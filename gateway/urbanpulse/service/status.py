@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from urbanpulse.contract.lineprotocol import encode_point
+from urbanpulse.contract.vocabulary import GATEWAY_STATS_MEASUREMENT
 from urbanpulse.registry.devices import Device
 
 from .progress import LatencySnapshot
@@ -46,3 +48,8 @@ class GatewayStatus:
         fields["uptime_s"] = round(self.uptime_s, 1)
         fields["mqtt_connected"] = self.connected
         return fields
+
+    def stats_point(self, gateway: str, now_ms: int) -> str:
+        """The ``gateway_stats`` point of ``gateway`` (its MQTT client id)."""
+        return encode_point(GATEWAY_STATS_MEASUREMENT, {"gateway": gateway}, self.stats_fields(),
+                            now_ms)

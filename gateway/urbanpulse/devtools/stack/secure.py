@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from urbanpulse.broker.passwords import PasswordFileError, passwd_users, with_user
 from urbanpulse.broker.policy import GATEWAY_USER, OPERATOR_USER, acl
+from urbanpulse.config import MAX_WORKERS, worker_name
 from urbanpulse.contract.signing import public_hex, write_private
 from urbanpulse.devtools.pki import make_server_pki
 
@@ -77,8 +78,12 @@ def secure_settings(base: StackSettings, prefix: str = "city") -> StackSettings:
     try:
         for user in (GATEWAY_USER, OPERATOR_USER):
             password = secret(keys / f"mqtt-{user}")
-            if user not in passwd_users(password_file):
-                with_user(password_file, user, password, root).replace(password_file)
+            # The gateway's workers ([service] workers) log in as users of their own.
+            users = [user, *(worker_name(user, i) for i in range(MAX_WORKERS))] \
+                if user == GATEWAY_USER else [user]
+            for name in users:
+                if name not in passwd_users(password_file):
+                    with_user(password_file, name, password, root).replace(password_file)
     except PasswordFileError as exc:
         raise StackError(str(exc)) from None
     for name in ("command", "receipt"):

@@ -1,0 +1,116 @@
+"""``[service] workers = 2``: two worker processes under one parent, with real processes and kills.
+
+The load (tests/support/loadgen.py) runs while a worker is killed with kill -9; afterwards
+every acknowledged sample is in InfluxDB exactly once. The parent's counters and liveness
+cover what both workers received; the parent's own kill -9, InfluxDB down, a broker restart and
+a full spool with two workers are in test_faults.py (parametrised by workers).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.fault_harness import (
+    GatewayProcess,
+    exactly_once_problems,
+    gateway_stats,
+    wait_all_stored,
+    write_gateway_config,
+)
+from support.loadgen import Load, plan_devices, registry_csv
+from support.services import Services, influx_query, start_services, stop_services
+from support.waiting import wait_until
+
+pytestmark = [pytest.mark.services, pytest.mark.faults]
+
+DEVICES = 100
+RATE = 2000
+
+
+class WorkersEnv:
+    def __init__(self, root: Path, services: Services) -> None:
+        self.services = services
+        self.devices = plan_devices(DEVICES)
+        registry = root / "devices.csv"
+        registry.write_text(registry_csv(self.devices))
+        config = write_gateway_config(
+            root / "gw.toml", services, registry, "gw-workers", "city",
+            extra={"service": {"workers": 2}, "spool": {"path": str(root / "spool")}})
+        self.spool = root / "spool"
+        self.gateway = GatewayProcess(config, "gw-workers", root / "gw.log")
+        self.load: Load | None = None
+
+    def start_load(self, duration_s: float) -> Load:
+        self.load = Load(self.services.mqtt_host, self.services.mqtt_port, self.devices,
+                         rate=RATE, duration_s=duration_s, publishers=2)
+        self.load.start()
+        return self.load
+
+    def workers(self) -> dict[int, int]:
+        """Worker index -> pid, of the parent's running workers."""
+        assert self.gateway.process is not None
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid",
+                              str(self.gateway.process.pid)],
+                             capture_output=True, text=True, check=False).stdout
+        found = {}
+        for line in out.splitlines():
+            pid, _, args = line.strip().partition(" ")
+            if "--worker" in args:
+                found[int(args.split("--worker")[1].split()[0])] = int(pid)
+        return found
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[WorkersEnv]:
+    services = start_services(tmp_path / "stack")
+    workers_env = WorkersEnv(tmp_path, services)
+    try:
+        yield workers_env
+    finally:
+        if workers_env.load is not None:
+            workers_env.load.close()
+        workers_env.gateway.stop()
+        stop_services(services)
+
+
+def test_two_workers_share_the_load_and_one_killed_loses_nothing(env: WorkersEnv) -> None:
+    gateway = env.gateway
+    gateway.wait_ready(env.services, gateway.start())
+    workers = env.workers()
+    assert sorted(workers) == [0, 1], gateway.log()
+    load = env.start_load(duration_s=20)
+    wait_until(lambda: load.elapsed() >= 6, 60, "6 s of load")
+    os.kill(workers[1], signal.SIGKILL)
+    # The parent starts it again, on its session (the messages it had not acknowledged).
+    wait_until(lambda: env.workers().get(1, workers[1]) != workers[1], 30,
+               "worker 1 started again")
+    result = load.wait()
+    assert result.unacked_messages == 0 and set(result.reason_codes) == {0}, result.summary()
+    wait_all_stored(env.services, result, 90)
+    problems = exactly_once_problems(env.services, result)
+    assert not problems, "\n".join(problems) + "\n" + gateway.log()[-5000:]
+    log = gateway.log()
+    assert "worker 1 exited" in log, log[-3000:]
+    restarted = [line for line in log.splitlines() if "as gw-workers-w1 " in line][-1]
+    assert "session_present=True" in restarted, log[-3000:]
+    # Both workers stored their share: each has its own spool directory, and its session.
+    assert {p.name for p in env.spool.iterdir() if p.is_dir()} == {"worker-0", "worker-1"}
+    assert "as gw-workers-w0 " in log and "as gw-workers-w1 " in log
+    # The parent counts for all: every message was received by some worker. (Counted again
+    # after the kill: the messages worker 1 had not acknowledged came twice.)
+    time.sleep(2)  # a report (every second) and a stats point (every 0.5 s)
+    stats = gateway_stats(env.services, "gw-workers")
+    assert stats["received"] >= result.acked_messages, stats
+    assert stats["mqtt_connected"] is True, stats
+    # Liveness is the parent's, from what the workers heard: every board is online.
+    online = influx_query(
+        env.services, "SELECT last(\"online\") FROM device_status GROUP BY \"device_id\"")
+    states = {s["tags"]["device_id"]: s["values"][0][1] for s in online}
+    assert states == {d.device_id: True for d in env.devices}, states
