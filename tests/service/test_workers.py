@@ -2,8 +2,9 @@
 
 The load (tests/support/loadgen.py) runs while a worker is killed with kill -9; afterwards
 every acknowledged sample is in InfluxDB exactly once. The parent's counters and liveness
-cover what both workers received; the parent's own kill -9, InfluxDB down, a broker restart and
-a full spool with two workers are in test_faults.py (parametrised by workers).
+cover what both workers received; the parent's own kill -9, InfluxDB down and a full spool
+with two workers are in test_faults.py (parametrised by workers). A broker restart is not: the
+last test here shows the broker behaviour that makes it lose messages with workers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from support.fault_harness import (
     GatewayProcess,
@@ -25,8 +30,16 @@ from support.fault_harness import (
     write_gateway_config,
 )
 from support.loadgen import Load, plan_devices, registry_csv
-from support.services import Services, influx_query, start_services, stop_services
+from support.services import (
+    Services,
+    influx_query,
+    start_services,
+    start_stopped_services,
+    stop_service,
+    stop_services,
+)
 from support.waiting import wait_until
+from urbanpulse.devtools import stack
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 
@@ -114,3 +127,47 @@ def test_two_workers_share_the_load_and_one_killed_loses_nothing(env: WorkersEnv
         env.services, "SELECT last(\"online\") FROM device_status GROUP BY \"device_id\"")
     states = {s["tags"]["device_id"]: s["values"][0][1] for s in online}
     assert states == {d.device_id: True for d in env.devices}, states
+
+
+def test_mosquitto_forgets_shared_subscriptions_of_offline_sessions_on_restart(
+    tmp_path: Path,
+) -> None:
+    # Why workers are not safe across a broker restart (README, "Every core: workers"): a
+    # persistent session's plain subscription survives it, its shared subscription does not,
+    # so until the workers are back the broker acknowledges their messages and drops them
+    # (PUBACK reason 16, no matching subscribers). When this test fails, the broker keeps
+    # them: then test_faults.py can run its broker restart with workers too.
+    services = start_services(tmp_path / "stack")
+    try:
+        for client_id, topic in (("shared-member", "$share/g/city/+/telemetry"),
+                                 ("plain-member", "plain/#")):
+            member = _persistent(services, client_id)
+            member.subscribe(topic, 1)
+            time.sleep(0.3)
+            member.disconnect()
+            member.loop_stop()
+        stop_service(services, stack.MOSQUITTO)
+        start_stopped_services(services)
+        codes: list[int] = []
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="restart-pub",
+                                protocol=mqtt.MQTTv5)
+        publisher.on_publish = lambda client, userdata, mid, rc, props: codes.append(rc.value)
+        publisher.connect(services.mqtt_host, services.mqtt_port)
+        publisher.loop_start()
+        for topic in ("city/air-x/telemetry", "plain/x"):
+            publisher.publish(topic, b"{}", qos=1).wait_for_publish(10)
+        wait_until(lambda: len(codes) == 2, 10, "both PUBACKs")
+        publisher.loop_stop()
+        assert codes == [16, 0], codes
+    finally:
+        stop_services(services)
+
+
+def _persistent(services: Services, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = 3600
+    client.connect(services.mqtt_host, services.mqtt_port, clean_start=False,
+                   properties=properties)
+    client.loop_start()
+    return client
