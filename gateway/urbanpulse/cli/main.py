@@ -98,11 +98,11 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging(settings.log.level)
-    worker: int | None = args.worker
+    supervisor: Supervisor | None = None
     try:
-        if worker is not None:
+        if args.worker is not None:
             die_with_parent()
-            gateway = Gateway(worker_settings(settings, worker), role="worker")
+            gateway = Gateway(worker_settings(settings, args.worker), role="worker")
         elif settings.service.worker_count() > 1:
             supervisor = Supervisor(settings, args.config)
             gateway = supervisor.coordinator
@@ -112,14 +112,11 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if worker is None and settings.service.worker_count() > 1:
-            supervisor.request_stop()
-        else:
-            gateway.request_stop()
+        (supervisor or gateway).request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if worker is None and settings.service.worker_count() > 1:
+    if supervisor is not None:
         return supervisor.run()
     gateway.start()
     gateway.run()

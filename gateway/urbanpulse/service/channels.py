@@ -56,14 +56,26 @@ class DeviceChannel:
             raise MessageRejected(Reason.UNKNOWN_DEVICE, f"device={device_id} is not registered")
         return device
 
+    def lookup(self, topic: str) -> RegisteredDevice | None:
+        """Count the message and look its device up; None (counted and logged) when the
+        topic or the registry refuses it."""
+        self.count_received()
+        try:
+            return self.device(topic)
+        except MessageRejected as exc:
+            self.reject(exc.rejection, topic)
+            return None
+
     def receive(
         self, topic: str, payload: bytes, parse: Callable[[bytes], T]
     ) -> tuple[RegisteredDevice, T] | None:
         """Count the message, look its device up and parse it; None (counted and logged)
         when either refuses it. The caller counts it accepted once it has its points."""
-        self.count_received()
+        device = self.lookup(topic)
+        if device is None:
+            return None
         try:
-            return self.device(topic), parse(payload)
+            return device, parse(payload)
         except MessageRejected as exc:
             self.reject(exc.rejection, topic)
             return None

@@ -44,7 +44,7 @@ from .liveness import Liveness, StatusHandler, device_info_points
 from .logs import RateLimitedLog
 from .metrics import MetricsServer, start_metrics
 from .progress import ObservedWriter
-from .report import REPORT_KEY, PeerTotals, WorkerReport
+from .report import REPORT_KEY, PeerTotals, WorkerReport, merge_spool
 from .sdnotify import Notifier
 from .session import BrokerSession
 from .spool import Spool
@@ -329,8 +329,7 @@ class Gateway:
         """This process's state, and the workers' with it (a coordinator's: self.peers)."""
         peers = self.peers
         spool = self.batcher.spool_status()
-        for key, n in peers.spool.items():  # an age is the oldest's; the rest add up
-            spool[key] = max(spool[key], n) if key.endswith("_age_s") else spool[key] + n
+        merge_spool(spool, peers.spool)
         return GatewayStatus(
             counters=self.stats.snapshot(),
             pending_points=self.batcher.pending_points + peers.pending_points,

@@ -57,6 +57,14 @@ class WorkerReport:
         return [json.dumps(part, separators=(",", ":")) for part in (first, *rest)]
 
 
+def merge_spool(into: dict[str, int | float], other: dict[str, int | float]) -> None:
+    """Add another process's spool_status() into ``into``: an age is the oldest's, the rest
+    add up."""
+    for key, n in other.items():
+        old = into.get(key, 0)
+        into[key] = max(old, n) if key.endswith("_age_s") else old + n
+
+
 @dataclass
 class PeerTotals:
     """The workers' last reports, summed: what the parent's snapshot adds to its own."""

@@ -68,11 +68,8 @@ class MessageHandler:
     def handle(self, topic: str, payload: bytes) -> list[str]:
         """Points to store for this message; rejections are counted and logged here."""
         channel = self._channel
-        channel.count_received()
-        try:
-            device = channel.device(topic)
-        except MessageRejected as exc:
-            channel.reject(exc.rejection, topic)
+        device = channel.lookup(topic)
+        if device is None:
             return []
         latest_ms = time.time_ns() // 1_000_000 + self._validator.max_future_ms
         fast = telemetry_lines(payload, device.tag_string, latest_ms)

@@ -37,7 +37,7 @@ from pathlib import Path
 from urbanpulse.config import Settings, worker_name
 
 from .gateway import Gateway
-from .report import REPORT_KEY, PeerTotals
+from .report import REPORT_KEY, PeerTotals, merge_spool
 from .sdnotify import Notifier
 
 log = logging.getLogger("urbanpulse.workers")
@@ -192,9 +192,7 @@ class Supervisor:
         totals = PeerTotals(connected=all(w.ready and w.connected for w in self.workers))
         for w in self.workers:
             totals.pending_points += w.pending_points
-            for key, n in (w.spool or {}).items():
-                old = totals.spool.get(key, 0)
-                totals.spool[key] = max(old, n) if key.endswith("_age_s") else old + n
+            merge_spool(totals.spool, w.spool or {})
         return totals
 
     # -- for systemd ------------------------------------------------------------------------
