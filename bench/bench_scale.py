@@ -8,8 +8,8 @@ A private Mosquitto and InfluxDB (urbanpulse.devtools.stack) and the gateway as 
 status), sends a telemetry message per simulated minute and a health report every five.
 Once every sample is stored, prints the resident memory (VmRSS, and its peak VmHWM) of the
 gateway's processes and their sum, and the sum of their PSS (shared pages counted once),
-beside the baseline of the same run: the same gateway at rest with no board registered.
-Target: <= 150 MB in all.
+beside the baseline of the same run: the same gateway at rest with no board registered (and
+the ratio of the two). Target: <= 150 MB in all.
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ def gateway_pids(parent: int) -> list[int]:
     return [parent, *(int(p) for p in out.split())]
 
 
+def total_rss(parent: int) -> int:
+    return sum(rss(pid)[0] for pid in gateway_pids(parent))
+
+
 def memory(parent: int) -> str:
     parts = [(pid, *rss(pid)) for pid in gateway_pids(parent)]
     total = sum(r for _, r, _, _ in parts)
@@ -105,6 +109,7 @@ def main() -> None:
             time.sleep(5)
             assert idle.process is not None
             print(f"baseline (no boards, at rest): {memory(idle.process.pid)}", flush=True)
+            at_rest = total_rss(idle.process.pid)
             idle.stop()
             (root / "city").mkdir()
             gateway = GatewayConsumer(root / "city", services, 0, args.workers)
@@ -135,6 +140,8 @@ def main() -> None:
             print(f"{args.boards} boards, {args.minutes} simulated minutes "
                   f"({want} telemetry messages) in {time.monotonic() - started:.0f} s; "
                   f"gateway workers = {args.workers}: {memory(gateway.process.pid)}", flush=True)
+            print(f"ratio RSS with the city / at rest: "
+                  f"{total_rss(gateway.process.pid) / at_rest:.2f}", flush=True)
             gateway.stop()
         finally:
             stop_services(services)
