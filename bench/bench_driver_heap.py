@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from urbanpulse.devtools.fleet import DRIVER_SENSORS
-from urbanpulse.devtools.hostboard import MAIN, board_env, launch
+from urbanpulse.devtools.hostboard import board_argv, board_env, launch
 from urbanpulse.field.bundle import build_bundle, find_tool
 
 BOOT = re.compile(r"heap free (\d+), buffer (\d+)")
@@ -76,7 +76,7 @@ def boot_free(micropython: str, bundle: Path, folder: Path, kind: str,
         (folder / "config.new").write_text(CONFIG_COMMAND, encoding="utf-8")
     log = folder / "console.log"
     with log.open("wb") as out:
-        board = launch([micropython, "-X", "heapsize=64k", MAIN], folder,
+        board = launch(board_argv(micropython, "64k", bundle), folder,
                        board_env(bundle, folder), out)
     try:
         deadline = time.monotonic() + 60

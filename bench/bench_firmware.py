@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "gateway"))
 from board_start import START  # noqa: E402
 
 from urbanpulse.devtools.fleet import DRIVER_SENSORS  # noqa: E402
-from urbanpulse.devtools.hostboard import board_env  # noqa: E402
+from urbanpulse.devtools.hostboard import board_argv, board_env, rom_bytes  # noqa: E402
 from urbanpulse.field.bundle import build_bundle, find_tool  # noqa: E402
 
 SCRIPT = START + r"""
@@ -82,13 +82,15 @@ def main() -> int:
         (board / "config.json").write_text(json.dumps(config))
         (board / "bench.py").write_text(SCRIPT.replace("CYCLES", str(args.cycles)))
         env = board_env(bundle, board)
-        out = subprocess.run([micropython, "-X", "heapsize=64k", "bench.py"], cwd=board,
+        out = subprocess.run(board_argv(micropython, "64k", bundle, "bench"), cwd=board,
                              env=env, capture_output=True, text=True, timeout=600, check=False)
+        rom = rom_bytes(bundle)  # of the heap's total: the image, not the board's RAM
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
         print(out.stdout + out.stderr, file=sys.stderr)
         return 1
     after_start, low, bare, cycles, total = (int(x) for x in line.split()[1:])
+    total -= rom
     n = args.cycles
     sensors = "real drivers, flash spool" if args.drivers else "simulated sensors"
     print(f"kind {args.kind} ({sensors}), {n} sampling cycles, 64 KiB heap")

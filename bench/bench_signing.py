@@ -29,7 +29,7 @@ from board_start import START  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from urbanpulse.contract.signing import public_hex, sign_command  # noqa: E402
-from urbanpulse.devtools.hostboard import board_env  # noqa: E402
+from urbanpulse.devtools.hostboard import board_argv, board_env  # noqa: E402
 from urbanpulse.field.bundle import build_bundle, find_tool  # noqa: E402
 
 SPARE_KB = int(next(line.split("=")[1] for line in (ROOT / "firmware/urbanpulse_fw/edkey.py")
@@ -96,7 +96,7 @@ def run(micropython: str, tmp: Path, bundle: Path, config: dict[str, object], he
     (board / "config.json").write_text(json.dumps(config))
     (board / "bench.py").write_text(SCRIPT)
     (board / "payloads.txt").write_bytes(b"".join(p + b"\n" for p in payloads))
-    out = subprocess.run([micropython, "-X", f"heapsize={heap}", "bench.py"], cwd=board,
+    out = subprocess.run(board_argv(micropython, heap, bundle, "bench"), cwd=board,
                          env=board_env(bundle, board), capture_output=True, text=True,
                          timeout=600, check=False)
     found = {}
@@ -113,8 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="air")
     parser.add_argument("--checks", type=int, default=20)
-    parser.add_argument("--heap", default="80k",
-                        help="heap for the board with a command key (fleet.SIGNED_HEAP)")
+    parser.add_argument("--heap", default="64k", help="the board's RAM (fleet.HEAP)")
     args = parser.parse_args()
     micropython = find_tool("micropython")
     if not micropython:

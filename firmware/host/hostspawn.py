@@ -15,9 +15,10 @@ def link():
         pass
     ls.bind(struct.pack("H", socket.AF_UNIX) + b"hostbus.sock\0")
     ls.listen(1)
-    # In the board's folder, on its MICROPYPATH; it exits when the board does.
-    os.system("MICROPYPATH=%s %s -X heapsize=2m -c 'import emuserver' &" % (
-        ":".join(p for p in sys.path if p), sys.executable))
+    # In the board's folder, from the files on the MICROPYPATH the board was started with (a
+    # ROMFS mount on sys.path is the board's own); it exits when the board does.
+    path = os.getenv("MICROPYPATH") or ":".join(p for p in sys.path if p)
+    os.system("MICROPYPATH=%s %s -X heapsize=2m -c 'import emuserver' &" % (path, sys.executable))
     s = ls.accept()[0]
     ls.close()
     os.remove("hostbus.sock")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from urbanpulse.devtools.hostboard import board_argv, board_env
 from urbanpulse.field.bundle import (
     ENTRY_FILES,
+    ROM_IMAGE,
     BundleError,
     build_bundle,
     firmware_source,
@@ -41,6 +43,37 @@ def test_bundle_imports_under_micropython_in_a_board_sized_heap(tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
     free = int(result.stdout.split("free")[1])
     assert free > 20_000, f"only {free} bytes of a 64 KiB heap left after import"
+
+
+FREE = "import gc; gc.collect(); print('free', gc.mem_free())"
+
+
+def test_a_host_board_has_64_kib_for_its_data_beside_its_rom_image(tmp_path: Path) -> None:
+    """The ROMFS image a host board runs from is extra: what is free once it is mounted is
+    what a plain 64 KiB interpreter has free; the main loop's modules then take about 22 KiB
+    of it (40 KiB when their code is loaded from files)."""
+    bundle = build_bundle(tmp_path / "bundle", host=True)
+    assert (bundle / ROM_IMAGE).stat().st_size > 20_000
+    board = tmp_path / "board"
+    board.mkdir()
+    env = board_env(bundle, board)
+
+    def free(argv: list[str]) -> int:
+        result = subprocess.run(argv, cwd=board, env=env, capture_output=True, text=True,
+                                timeout=30, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return int(result.stdout.split("free")[-1])
+
+    plain = free([micropython_binary(), "-X", "heapsize=64k", "-c", FREE])
+    (board / "probe.py").write_text(FREE)
+    rom = free(board_argv(micropython_binary(), "64k", bundle, "probe"))
+    assert abs(rom - plain) <= 256, (rom, plain)
+    # The main loop's modules, run in place from the image.
+    (board / "loaded.py").write_text(
+        "import sys; from urbanpulse_fw import mqtt, telemetry, uplink, mainloop\n"
+        "assert mqtt.__file__.startswith('/rom/'), mqtt.__file__\n" + FREE)
+    loaded = free(board_argv(micropython_binary(), "64k", bundle, "loaded"))
+    assert rom - loaded < 30_000, f"the main loop's modules took {rom - loaded} bytes of RAM"
 
 
 def test_syntax_error_names_the_file(tmp_path: Path) -> None:

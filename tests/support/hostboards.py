@@ -270,7 +270,7 @@ class Board:
         env = hostboard.board_env(bundle, self.folder)
         with (self.folder / "console.log").open("ab") as console:
             self.process = hostboard.launch(
-                [micropython_binary(), "-X", f"heapsize={self.heap}", hostboard.MAIN],
+                hostboard.board_argv(micropython_binary(), self.heap, bundle),
                 self.folder, env, console)
 
     def wait(self, timeout_s: float) -> int:

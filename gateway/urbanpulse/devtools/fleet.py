@@ -163,23 +163,19 @@ class Board:
         return None
 
 
-# The heap every board gets, simulated sensors or real drivers: what the firmware must live
-# in (tests/firmware/test_firmware_soak.py runs a day of every kind's drivers in it).
+# The RAM every board gets, simulated sensors, real drivers or a command key: what the
+# firmware's data must live in (its code runs from the ROMFS image, outside it; see
+# hostboard.heap_size). tests/firmware/test_firmware_soak.py runs a day of every kind's
+# drivers in it.
 HEAP = "64k"
-# A board with the city's command key (signed commands) keeps room for checking a signature
-# and the verifier's names for good: on the 64-bit unix port, where every object is about a
-# third larger than on an ESP32, that does not fit beside everything else in 64 KiB
-# (bench/bench_signing.py measures what it needs).
-SIGNED_HEAP = "80k"
-# A board speaking TLS: on an ESP32-WROOM-32 the heap also holds mbedTLS's buffers.
+# A board speaking TLS: on the unix port mbedTLS's buffers come from the same heap (an ESP32
+# keeps them in its IDF heap, outside MicroPython's).
 TLS_HEAP = "112k"
 
 
 def board_heap(config: dict[str, Any]) -> str:
-    """The heap a host board with this config.json runs in."""
-    if config.get("mqtt", {}).get("tls"):
-        return TLS_HEAP
-    return SIGNED_HEAP if config.get("cmd_key") else HEAP
+    """The RAM a host board with this config.json runs in."""
+    return TLS_HEAP if config.get("mqtt", {}).get("tls") else HEAP
 
 
 class Fleet:
@@ -215,7 +211,7 @@ class Fleet:
         env = hostboard.board_env(self._firmware, board.folder)
         with board.log_file.open("ab") as console:
             board.process = hostboard.launch(
-                [self._micropython, "-X", f"heapsize={self.heap}", hostboard.MAIN],
+                hostboard.board_argv(self._micropython, self.heap, self._firmware),
                 board.folder, env, console)
         board.starts += 1
         board.started_at = time.monotonic()

@@ -14,22 +14,57 @@ KeyboardInterrupt at a safe point, in the call the main loop makes on every pass
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from pathlib import Path
 from typing import IO
 
-from urbanpulse.field.bundle import HOST_STANDINS
+from urbanpulse.field.bundle import HOST_STANDINS, ROM_IMAGE
 
-# In a host board's folder: a link to the bundle, so that module paths are as short as on a
-# board (each module's path is interned for good; a temporary folder's long one costs heap).
+# In a host board's folder: a link to the bundle (board_env), through which the board's
+# stand-in for a ROMFS partition (firmware/host/hostrom.py) finds the image.
 BOARD_LINK = ".fw"
-# The script a host board runs, through the link: MicroPython puts the script's folder first
-# on sys.path, and every module's path stays interned in the board's heap (an absolute path
-# to the bundle cost the air board about 500 bytes).
-MAIN = f"{BOARD_LINK}/main.py"
+# What a host board runs: the ROMFS mount a board's MicroPython makes before anything else,
+# then main.py from the image (boot.py is a board's, a console greeting).
+MAIN = "main"
+# The GC heap's pool is this much smaller than the heap MicroPython is given (its block
+# tables); measured on the unix port (1.29: 65536 -> 64768 bytes of pool).
+_POOL_SHARE = 64.0 / 64.75
+# Besides the image: its bytearray's header, the VfsRom object, the mount and hostrom's own
+# code, which a board's C code keeps out of the heap.
+_MOUNT_BYTES = 512
 # Tells the firmware's stand-in for `network` that stdin is the stop pipe (see launch()).
 STOP_VARIABLE = "URBANPULSE_HOST_STOP"
+
+
+def ram_bytes(heap: str) -> int:
+    """A heap size as MicroPython's -X heapsize takes it ("64k", "65536") in bytes."""
+    units = {"k": 1024, "m": 1024 * 1024}
+    text = heap.strip().lower()
+    if text[-1:] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def rom_bytes(bundle: Path) -> int:
+    """What the ROMFS image of ``bundle`` (build_bundle(host=True)) and its mount take of a
+    host board's heap: not the board's RAM (a board maps the image from flash)."""
+    image = (bundle / ROM_IMAGE).stat().st_size
+    return (image + 15) // 16 * 16 + _MOUNT_BYTES
+
+
+def heap_size(ram: str, bundle: Path) -> int:
+    """The heap to give a host board with ``ram`` of RAM: that much left for the firmware
+    once its ROMFS image fills the front of the heap."""
+    return ram_bytes(ram) + math.ceil(rom_bytes(bundle) / _POOL_SHARE)
+
+
+def board_argv(micropython: str, ram: str, bundle: Path, module: str = MAIN) -> list[str]:
+    """The command that starts a host board with ``ram`` of RAM (in its folder, board_env):
+    ``module`` is main.py, or a bench's script in the board's folder."""
+    return [micropython, "-X", f"heapsize={heap_size(ram, bundle)}", "-c",
+            f"import hostrom, {module}"]
 
 
 def board_env(bundle: Path, folder: Path) -> dict[str, str]:

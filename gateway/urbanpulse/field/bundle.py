@@ -7,6 +7,8 @@ The simulated fleet runs exactly this bundle.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,9 @@ from pathlib import Path
 ENTRY_FILES = ("boot.py", "main.py")
 PACKAGE = "urbanpulse_fw"
 HOST_STANDINS = "host"
+# In a host bundle: the bundle as a ROMFS image, which host boards mount as a board mounts its
+# ROMFS partition (firmware/host/hostrom.py).
+ROM_IMAGE = "board.rom"
 # Programs the host tools run on a board for a moment (over mpremote, or under the unix
 # port): real files, type-checked with the firmware, never copied to a board.
 SCRIPTS = "scripts"
@@ -85,7 +90,8 @@ def _compile(mpy_cross: str, source: Path, target: Path, root: Path) -> None:
 
 
 def build_bundle(out_dir: Path, source: Path | None = None, host: bool = False) -> Path:
-    """Compile the firmware into ``out_dir`` (replaced); with ``host``, the PC stand-ins too.
+    """Compile the firmware into ``out_dir`` (replaced); with ``host``, the PC stand-ins too,
+    and all of it as one ROMFS image (ROM_IMAGE), which host boards run.
 
     Returns ``out_dir``; its layout is the board's filesystem root.
     """
@@ -101,5 +107,17 @@ def build_bundle(out_dir: Path, source: Path | None = None, host: bool = False) 
         for module in sorted((src / folder).rglob("*.py")):
             relative = module.relative_to(src).with_suffix(".mpy")
             _compile(mpy_cross, module, out_dir / relative, src)
+    if host:
+        (out_dir / ROM_IMAGE).write_bytes(rom_image(out_dir))
     return out_dir
+
+
+def rom_image(folder: Path) -> bytes:
+    """``folder`` as a MicroPython ROMFS image (what ``mpremote romfs build`` makes), its
+    files as they are."""
+    from mpremote.romfs import make_romfs  # type: ignore[import-untyped]
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the tree it builds
+        image: bytes = make_romfs(str(folder), mpy_cross=False)
+    return image
 
