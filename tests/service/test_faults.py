@@ -185,9 +185,9 @@ def test_influxdb_down_for_30_s_under_load_loses_nothing(env: FaultEnv, workers:
     assert stats["write_errors"] > 0 and stats["spooled_points"] > 0, stats
 
 
-# One process only: with workers (a shared subscription), Mosquitto 2.0 drops what is published
-# between its restart and the workers' return (test_workers.py shows why; README, "Every core").
-@pytest.mark.parametrize("workers", [1])
+# With workers too: each subscribes to its own boards' topics, which Mosquitto restores (a shared
+# subscription it would not: test_workers.py).
+@pytest.mark.parametrize("workers", [1, 2])
 def test_mosquitto_restart_under_load_loses_nothing(env: FaultEnv, workers: int) -> None:
     # The stack's Mosquitto runs with persistence on (saved on SIGTERM): what it acknowledged
     # to publishers, and what the gateway's session had not acknowledged, survive the restart.

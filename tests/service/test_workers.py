@@ -2,9 +2,9 @@
 
 The load (tests/support/loadgen.py) runs while a worker is killed with kill -9; afterwards
 every acknowledged sample is in InfluxDB exactly once. The parent's counters and liveness
-cover what both workers received; the parent's own kill -9, InfluxDB down and a full spool
-with two workers are in test_faults.py (parametrised by workers). A broker restart is not: the
-last test here shows the broker behaviour that makes it lose messages with workers.
+cover what both workers received; the parent's own kill -9, InfluxDB down, a broker restart
+and a full spool with two workers are in test_faults.py (parametrised by workers). The last
+test here shows the broker behaviour that keeps workers off shared subscriptions.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from support.fault_harness import (
     wait_all_stored,
     write_gateway_config,
 )
-from support.loadgen import Load, plan_devices, registry_csv
+from support.loadgen import Device, Load, plan_devices, registry_csv
 from support.services import (
     Services,
+    influx_drop_and_create,
     influx_query,
     start_services,
     start_stopped_services,
@@ -40,6 +41,7 @@ from support.services import (
 )
 from support.waiting import wait_until
 from urbanpulse.devtools import stack
+from urbanpulse.service.partition import load_state
 
 pytestmark = [pytest.mark.services, pytest.mark.faults]
 
@@ -76,7 +78,7 @@ class WorkersEnv:
         for line in out.splitlines():
             pid, _, args = line.strip().partition(" ")
             if "--worker" in args:
-                found[int(args.split("--worker")[1].split()[0])] = int(pid)
+                found[int(args.split("--worker")[1].split()[0].split("/")[0])] = int(pid)
         return found
 
 
@@ -132,11 +134,11 @@ def test_two_workers_share_the_load_and_one_killed_loses_nothing(env: WorkersEnv
 def test_mosquitto_forgets_shared_subscriptions_of_offline_sessions_on_restart(
     tmp_path: Path,
 ) -> None:
-    # Why workers are not safe across a broker restart (README, "Every core: workers"): a
-    # persistent session's plain subscription survives it, its shared subscription does not,
-    # so until the workers are back the broker acknowledges their messages and drops them
-    # (PUBACK reason 16, no matching subscribers). When this test fails, the broker keeps
-    # them: then test_faults.py can run its broker restart with workers too.
+    # Why workers take their boards by plain subscriptions (README, "Every core: workers"): a
+    # persistent session's plain subscription survives a restart, its shared subscription
+    # does not, so until the members are back the broker acknowledges their messages and
+    # drops them (PUBACK reason 16, no matching subscribers). Several gateways in a
+    # shared_group still meet it.
     services = start_services(tmp_path / "stack")
     try:
         for client_id, topic in (("shared-member", "$share/g/city/+/telemetry"),
@@ -171,3 +173,59 @@ def _persistent(services: Services, client_id: str) -> mqtt.Client:
                    properties=properties)
     client.loop_start()
     return client
+
+
+def _partition_round(tmp_path: Path, services: Services, workers: int,
+                     devices: list[Device], add_board: bool) -> None:
+    """A gateway with ``workers`` stores a short load from ``devices`` once each; with
+    ``add_board``, the last of them is added to the registry while it runs."""
+    registry = tmp_path / "devices.csv"
+    config = write_gateway_config(
+        tmp_path / "gw.toml", services, registry, "gw-part", "city",
+        extra={"service": {"workers": workers}, "registry": {"reload_interval_s": 0.5},
+               "spool": {"path": str(tmp_path / "spool")}})
+    gateway = GatewayProcess(config, "gw-part", tmp_path / f"gw-{workers}.log")
+    influx_drop_and_create(services)  # each round counts its own load only
+    try:
+        gateway.wait_ready(services, gateway.start())
+        if add_board:
+            before = gateway.log().count("reloaded: 30 devices")
+            registry.write_text(registry_csv(devices))
+            wait_until(lambda: gateway.log().count("reloaded: 30 devices") >= before + 3, 30,
+                       "the parent and both workers reloaded")
+        # Each board's topics held by one worker's session only: the moved ones were let go
+        # of (their new owner had them first), so no message is stored twice.
+        wait_until(lambda: sum(len(load_state(tmp_path / "spool" / f"worker-{i}").held)
+                               for i in range(workers)) == 3 * len(devices), 30,
+                   "the moved boards let go of")
+        load = Load(services.mqtt_host, services.mqtt_port, devices, rate=300, duration_s=3,
+                    publishers=1, name=f"part-{workers}")
+        load.start()
+        result = load.wait()
+        load.close()
+        wait_all_stored(services, result, 60)
+        problems = exactly_once_problems(services, result)
+        assert not problems, "\n".join(problems) + gateway.log()[-3000:]
+        time.sleep(2)  # a report (every second) and a stats point (every 0.5 s)
+        stats = gateway_stats(services, "gw-part")
+        assert stats["received"] == result.acked_messages, (stats, result.summary())
+    finally:
+        gateway.stop()
+
+
+def test_a_new_board_is_heard_and_a_changed_worker_count_stores_each_message_once(
+    tmp_path: Path,
+) -> None:
+    # Workers take their boards by per-board subscriptions (service/partition.py): a board
+    # added to the registry is heard after a reload, and after 2 -> 3 workers every message
+    # is received once (the old owners let go of the boards that moved).
+    services = start_services(tmp_path / "stack")
+    devices = plan_devices(30)
+    (tmp_path / "devices.csv").write_text(registry_csv(devices[:-1]))
+    try:
+        _partition_round(tmp_path, services, 2, devices, add_board=True)
+        _partition_round(tmp_path, services, 3, devices, add_board=False)
+        owners = [load_state(tmp_path / "spool" / f"worker-{i}").granted for i in range(3)]
+        assert all(owners), owners
+    finally:
+        stop_services(services)

@@ -88,11 +88,24 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise CliError(str(exc)) from None
 
 
+def _worker_index(text: str) -> tuple[int, int]:
+    """``I/N``: worker I of N (service/workers.py)."""
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"worker {i} of {n}: expected 0 <= I < N")
+    return i, n
+
+
 def cmd_gateway_run(args: argparse.Namespace) -> int:
     from urbanpulse.registry.devices import RegistryError
     from urbanpulse.registry.keystore import KeyStoreError
     from urbanpulse.service.gateway import Gateway
     from urbanpulse.service.logs import setup_logging
+    from urbanpulse.service.partition import Partition
     from urbanpulse.service.spool import SpoolError
     from urbanpulse.service.workers import Supervisor, die_with_parent, worker_settings
 
@@ -102,7 +115,10 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     try:
         if args.worker is not None:
             die_with_parent()
-            gateway = Gateway(worker_settings(settings, args.worker), role="worker")
+            index, count = args.worker
+            worker = worker_settings(settings, index)
+            gateway = Gateway(worker, role="worker", partition=None if worker.mqtt.shared_group
+                              else Partition(index, count))
         elif settings.service.worker_count() > 1:
             supervisor = Supervisor(settings, args.config)
             gateway = supervisor.coordinator
@@ -273,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = gw_sub.add_parser("run", help="run the gateway in the foreground (systemd runs this)")
     _add_config_option(p)
     # One of [service] workers, started by its parent (service/workers.py), never by hand.
-    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", type=_worker_index, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_gateway_run)
     p = gw_sub.add_parser("status", help="a running gateway's state, from its /metrics")
     p.add_argument("--url", default=None,

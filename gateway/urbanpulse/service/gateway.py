@@ -15,7 +15,9 @@ view, and a shared subscription hands each status change (a last will) to one me
 brokers also differ on retained messages for shared subscriptions (Mosquitto 2.0 sends them,
 the MQTT 5 text leaves them out).
 
-With ``[service] workers`` the gateway runs in two roles (``Role``, service/workers.py).
+With ``[service] workers`` the gateway runs in two roles (``Role``, service/workers.py), and
+each worker subscribes to its own boards' topics (service/partition.py) unless
+``shared_group`` is set.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .health import HealthHandler
 from .liveness import Liveness, StatusHandler, device_info_points
 from .logs import RateLimitedLog
 from .metrics import MetricsServer, start_metrics
+from .partition import Partition, WorkerBoards, load_state
 from .progress import ObservedWriter
 from .report import REPORT_KEY, PeerTotals, WorkerReport, merge_spool
 from .sdnotify import Notifier
@@ -74,6 +77,7 @@ class Gateway:
         writer: PointWriter | None = None,
         notifier: Notifier | None = None,
         role: Role = "all",
+        partition: Partition | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
@@ -142,6 +146,11 @@ class Gateway:
         status = f"{prefix}/+/status"
         self.topics = {"all": [*stored[:2], status, stored[2]], "worker": stored,
                        "coordinator": [status]}[role]
+        # A worker's own boards (else all boards, or a shared subscription's share).
+        self.boards = None if partition is None else WorkerBoards(partition, prefix,
+                                                                  settings.spool.path)
+        if self.boards is not None:
+            self.topics = self.boards.topics(self._device_ids())
         self._ready_sent = False
         self._due = dict.fromkeys(("reload", "stats", "tick", "ping"), 0.0)  # step()
         self._started = time.monotonic()
@@ -152,7 +161,9 @@ class Gateway:
         self._stop = threading.Event()
         self._accepting = True
         self.session = BrokerSession(
-            settings.mqtt, self.topics, self._on_message, self._ready, self._connection_lost
+            settings.mqtt, self.topics, self._on_message, self._ready, self._connection_lost,
+            state=None if self.boards is None else load_state(settings.spool.path),
+            on_state=None if self.boards is None else self.boards.save,
         )
         self.connected = self.session.connected
 
@@ -245,7 +256,7 @@ class Gateway:
         self.session.start()
         log.info(
             "gateway started: topics=%s influx=%s api=%s registry=%s devices=%d",
-            ",".join(self.topics),
+            ",".join(self.topics) if self.boards is None else self.boards.describe(self.topics),
             self.settings.influx.url,
             self.settings.influx.api,
             self.settings.registry.path,
@@ -379,6 +390,13 @@ class Gateway:
         if changed:
             log.info("registry reloaded: %d devices", len(self.registry_watcher.registry))
             self._device_info_due = True
+            if self.boards is not None:
+                self.topics = self.boards.topics(self._device_ids())
+                self.session.set_topics(self.topics)
+        if self.boards is not None and self.connected.is_set():
+            stale = self.session.stale()
+            if stale:
+                self.session.release(self.boards.releasable(stale, self._device_ids()))
         if self.key_watcher is not None:
             try:
                 if self.key_watcher.poll():
@@ -389,6 +407,9 @@ class Gateway:
             self._device_info_due = not self._add_housekeeping(
                 device_info_points(self.registry_watcher.registry, _now_ms())
             )
+
+    def _device_ids(self) -> set[str]:
+        return {d.device_id for d in self.registry_watcher.registry.devices}
 
     def _stats_point(self) -> str:
         return self.snapshot().stats_point(self.settings.mqtt.client_id, _now_ms())

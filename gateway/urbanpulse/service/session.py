@@ -25,11 +25,17 @@ from urbanpulse.broker.policy import MAX_PACKET_BYTES
 from urbanpulse.config import MqttSettings
 
 from .batcher import AckToken
+from .partition import TopicState
 
 mqtt_log = logging.getLogger("urbanpulse.mqtt")
 
 # (topic, payload, ack token or None for QoS 0)
 MessageSink = Callable[[str, bytes, AckToken | None], None]
+
+
+# Topics per SUBSCRIBE/UNSUBSCRIBE packet: a worker may hold thousands (service/partition.py)
+# and a packet must stay under the broker's max_packet_size.
+TOPICS_PER_PACKET = 500
 
 
 class BrokerSession:
@@ -40,11 +46,22 @@ class BrokerSession:
         on_message: MessageSink,
         on_ready: Callable[[], None],
         on_lost: Callable[[str], None],
+        state: TopicState | None = None,
+        on_state: Callable[[TopicState], None] | None = None,
     ) -> None:
-        """``topics[0]`` is the one the service cannot do without: ready once it is granted.
-        ``on_ready``/``on_lost`` run on paho's thread when the session is usable / is lost."""
+        """``topics[0]`` is the one the service cannot do without: ready once it is granted
+        (no topics: ready once connected). ``on_ready``/``on_lost`` run on paho's thread when
+        the session is usable / is lost. ``state``: the topics the session may hold from
+        before (service/partition.py), kept until release(); ``on_state`` is told each change,
+        a topic held before it is subscribed, granted once the broker confirms it."""
         self._settings = settings
-        self.topics = topics
+        self.topics = list(topics)
+        self._state = state or TopicState(set(), set())
+        self._on_state = on_state
+        self._subscribe_mids: dict[int, list[str]] = {}
+        self._unsubscribe_mids: dict[int, list[str]] = {}
+        self._first_mid: int | None = None
+        self._topics_lock = threading.Lock()
         self._on_message_sink = on_message
         self._on_ready = on_ready
         self._on_lost = on_lost
@@ -71,6 +88,7 @@ class BrokerSession:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     def start(self) -> None:
@@ -125,12 +143,66 @@ class BrokerSession:
             flags.session_present,
         )
         # Subscribing again is harmless when the session kept the subscription.
-        client.subscribe([(topic, 1) for topic in self.topics])
-        if flags.session_present:
+        with self._topics_lock:
+            self._subscribe(client, self.topics, first=True)
+        if not self.topics:
+            self._ready()
+        elif flags.session_present:
             # The session holds the subscription already, and the broker sends its queued
             # messages before the SUBACK: with a big backlog that takes a long while, which
             # must not count as "not ready" (systemd would time out the start).
             self._ready()
+
+    def set_topics(self, topics: list[str]) -> None:
+        """Subscribe to what is new (at once if connected, else on the next connection);
+        what is gone stays held until release()."""
+        with self._topics_lock:
+            old = set(self.topics)
+            self.topics = list(topics)
+            if self.connected.is_set():
+                self._subscribe(self._client, [t for t in topics if t not in old], first=False)
+
+    def stale(self) -> set[str]:
+        """Topics the session may hold that are not its topics any more."""
+        with self._topics_lock:
+            return self._state.held - set(self.topics)
+
+    def release(self, topics: set[str]) -> None:
+        """Unsubscribe from these (not from its own topics); held until the broker confirms,
+        and sent again on a later call if the connection was lost first."""
+        with self._topics_lock:
+            gone = sorted(topics - set(self.topics))
+            for i in range(0, len(gone), TOPICS_PER_PACKET):
+                chunk = gone[i:i + TOPICS_PER_PACKET]
+                _, mid = self._client.unsubscribe(chunk)
+                if mid is not None:
+                    self._unsubscribe_mids[mid] = chunk
+
+    def _subscribe(self, client: mqtt.Client, topics: list[str], first: bool) -> None:
+        if not topics:
+            return
+        if not self._state.held.issuperset(topics):
+            self._state.held |= set(topics)
+            self._tell_state()
+        for i in range(0, len(topics), TOPICS_PER_PACKET):
+            chunk = topics[i:i + TOPICS_PER_PACKET]
+            _, mid = client.subscribe([(topic, 1) for topic in chunk])
+            if mid is None:
+                return  # not connected any more: the next connection subscribes to all
+            self._subscribe_mids[mid] = chunk
+            if first and i == 0:
+                self._first_mid = mid
+
+    def _tell_state(self) -> None:
+        if self._on_state is not None:
+            self._on_state(TopicState(set(self._state.held), set(self._state.granted)))
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, *_: Any) -> None:
+        with self._topics_lock:
+            gone = set(self._unsubscribe_mids.pop(mid, [])) - set(self.topics)
+            self._state.held -= gone
+            self._state.granted -= gone
+            self._tell_state()
 
     def _on_subscribe(
         self,
@@ -140,9 +212,17 @@ class BrokerSession:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        for topic, rc in zip(self.topics, reason_codes, strict=False):
+        with self._topics_lock:
+            chunk = self._subscribe_mids.pop(mid, [])
+            granted = {t for t, rc in zip(chunk, reason_codes, strict=False) if not rc.is_failure}
+            if not self._state.granted.issuperset(granted):
+                self._state.granted |= granted
+                self._tell_state()
+        for topic, rc in zip(chunk, reason_codes, strict=False):
             if rc.is_failure:
                 mqtt_log.error("broker refused the subscription to %s: %s", topic, rc)
+        if mid != self._first_mid:
+            return
         if not reason_codes or reason_codes[0].is_failure:
             return  # no telemetry: not ready (health and status alone are not the service)
         # Ready only now (on a new session): before the SUBACK it would miss messages. The

@@ -1,10 +1,11 @@
 """``[service] workers = N``: the parent process systemd sees, and its N gateway workers.
 
-Each worker (``urbanpulse gateway run --worker I``, a process of its own, so every core works)
-is a gateway in the "worker" role: its own MQTT session ``{client_id}-w{I}`` in one shared
-subscription (``$share/{shared_group or client_id}/...``, each message to one worker), its
-own spool directory (``{spool}/worker-{I}``) and batcher; it acknowledges a message only once
-its points are stored, as one gateway does. The parent runs the "coordinator" role: the
+Each worker (``urbanpulse gateway run --worker I/N``, a process of its own, so every core
+works) is a gateway in the "worker" role: its own MQTT session ``{client_id}-w{I}``
+subscribed to its own boards' topics (service/partition.py: each board to one worker; with
+``shared_group`` set, the group's shared subscription instead), its own spool directory
+(``{spool}/worker-{I}``) and batcher; it acknowledges a message only once its points are
+stored, as one gateway does. The parent runs the "coordinator" role: the
 status subscription, liveness, the KPIs, ``/metrics`` and the ``gateway_stats`` point, once
 for all workers, from what each worker reports every second (service/report.py).
 
@@ -13,7 +14,7 @@ The parent tells systemd READY=1 once its own session and every worker are ready
 watchdog only while every worker pings it (each pings only while its pipeline moves), and
 on SIGTERM stops all. A worker that dies is started again (after 1 s, doubling up to 30 s
 while it keeps dying young) with the same session: Mosquitto kept its unacknowledged messages
-and its share of the group meanwhile, and its spool is replayed; nothing is lost. Workers
+and queued its boards' new ones meanwhile, and its spool is replayed; nothing is lost. Workers
 die with the parent (PR_SET_PDEATHSIG), so that a restarted service never meets old ones.
 """
 
@@ -59,7 +60,9 @@ def worker_settings(settings: Settings, index: int) -> Settings:
         # worker logs in as a user of its own (broker/policy.py), with the gateway's password.
         "username": None if settings.mqtt.username is None else worker_name(
             settings.mqtt.username, index),
-        "shared_group": settings.mqtt.shared_group or settings.mqtt.client_id,
+        # Workers take their own boards (service/partition.py); the shared subscription of a
+        # group of gateways, if set, stays.
+        "shared_group": settings.mqtt.shared_group,
     })
     spool_dir = settings.spool.path / f"worker-{index}"
     dead_letter = settings.spool.dead_letter_path
@@ -126,7 +129,7 @@ class Supervisor:
         config = [] if self.config is None else ["--config", str(self.config)]
         w.process = subprocess.Popen(
             [sys.executable, "-m", "urbanpulse", "gateway", "run", *config,
-             "--worker", str(w.index)],
+             "--worker", f"{w.index}/{len(self.workers)}"],
             env=env, stdin=subprocess.DEVNULL)
         w.started = w.pinged = now
         w.ready = w.connected = False
