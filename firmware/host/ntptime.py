@@ -16,4 +16,4 @@ def settime():
     from urbanpulse_fw import clock
 
     if clock._anchor is not None and not clock.is_valid(clock.now_ms()):
-        clock._anchor = (time.time_ns() // 1000000, clock.ticks())  # the emulated wall clock
+        clock._anchor = [time.time_ns() // 1000000, clock.ticks()]  # the emulated wall clock

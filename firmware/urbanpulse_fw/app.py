@@ -7,7 +7,6 @@
 # config.py, the sensors' builder) is loaded, used and unloaded before the main loop's modules
 # are brought in, and each module is loaded after a collection (a 64 KiB heap is small).
 import gc
-import time
 
 # The main loop's modules, imported one by one with a collection before each: compiling
 # from source needs several KiB for a moment, and on a 64 KiB heap it only fits when the
@@ -23,7 +22,9 @@ def main(path="config.json"):
     if cfg["clock_start_ms"] >= 0:
         # Host only: run SCALE times faster, the wall clock reading start_ms now (0: unset).
         clock.SCALE = cfg["clock_scale"]
-        clock._anchor = (cfg["clock_start_ms"], clock.ticks())
+        if cfg["clock_wrap_ms"] is not None:
+            clock.wrap(cfg["clock_wrap_ms"])
+        clock._anchor = [cfg["clock_start_ms"], clock.ticks()]
     cause, wdt = startup.hardware(cfg)
     objs = startup.build_sensors(cfg, errors)
     del startup
@@ -42,5 +43,5 @@ def main(path="config.json"):
     loop = mainloop.MainLoop(cfg, boot, objs, errors, cause, wdt)
     loop.wake = wake
     if trial:
-        loop.trial = time.ticks_add(clock.ticks(), int(cfg["rollback_s"] * 1000) * clock.SCALE)
+        loop.trial = clock.add(clock.ticks(), int(cfg["rollback_s"] * 1000) * clock.SCALE)
     return loop

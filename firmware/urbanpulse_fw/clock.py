@@ -20,21 +20,60 @@ def to_unix_ms(ns, offset=EPOCH_OFFSET_S):
 # host's ntptime.py sets _anchor). On a board SCALE is 1 and _anchor None: ticks() is
 # time.ticks_ms() and the RTC is the clock. Real milliseconds of a span of ticks() (sleeping,
 # socket timeouts): span // SCALE.
+#
+# ticks() wraps at a power of two: 2^30 on an ESP32 (its small ints are 31 bits), so a span
+# of ticks means something in diff() up to 2^29 ms (6.2 days) only; the unix port's wrap at
+# 2^62 hides that. On the host, host_clock.wrap_in_s (wrap()) makes ticks() wrap at 2^30
+# that many board seconds after the start, and diff() and add() follow: tests cross a wrap.
 SCALE = 1
 _MASK = time.ticks_add(0, -1)  # type: ignore[type-var]  # ticks wrap at a power of two: masking keeps them consistent
-_anchor = None  # type: tuple | None  # (Unix ms, ticks()) of the emulated wall clock
+_offset = 0
+_anchor = None  # type: list | None  # [Unix ms, ticks()] of the emulated wall clock
+diff = time.ticks_diff  # for ticks() values, always through these two
+add = time.ticks_add
 
 
 def ticks():
     """Milliseconds for schedules (sampling, health, deep sleep), sped up on the host."""
-    if SCALE == 1:
+    if SCALE == 1 and not _offset:
         return time.ticks_ms()
-    return (time.ticks_ms() * SCALE) & _MASK  # type: ignore[operator]
+    return (time.ticks_ms() * SCALE + _offset) & _MASK  # type: ignore[operator]
+
+
+def _diff(a, b):
+    d = (a - b) & _MASK
+    return d - _MASK - 1 if d > _MASK >> 1 else d
+
+
+def _add(a, d):
+    return (a + d) & _MASK
+
+
+def wrap(in_ms):
+    """Host only: from now on ticks() wrap at 2^30, as an ESP32's, in_ms (board ms) from now."""
+    global _MASK, _offset, diff, add
+    _offset = 0
+    _MASK = (1 << 30) - 1
+    _offset = (_MASK + 1 - in_ms - ticks()) & _MASK
+    diff = _diff
+    add = _add
+
+
+def recent(now, t, span):
+    """t, or now - span if t is further back: a deadline left unserviced for longer than half
+    the tick period would look to be in the future."""
+    return t if diff(now, t) <= span else add(now, -span)
 
 
 def now_ms():
-    if _anchor is not None:
-        return _anchor[0] + time.ticks_diff(ticks(), _anchor[1])
+    a = _anchor
+    if a is not None:
+        # Moved on at each call (in place: no allocation), so that no span of ticks it
+        # measures is long enough to wrap.
+        t = ticks()
+        a[0] += diff(t, a[1])
+        a[1] = t
+        return a[0]
     if hasattr(time, "time_ns"):
         return to_unix_ms(time.time_ns())
     return (int(time.time()) + EPOCH_OFFSET_S) * 1000  # second resolution only

@@ -32,8 +32,9 @@
 # "battery": {"pin": 35, "ratio": 2.0} (ADC pin and voltage divider ratio of a battery board,
 # default null), "deep_sleep": {"wake_s": 300, "publish_every": 6} (battery boards: sleep
 # between samples; default null), and on the host only "host_clock": {"scale": 720,
-# "start_ms": null} (time runs `scale` times faster; a null start leaves the clock unset until
-# the NTP stand-in sets it).
+# "start_ms": null, "wrap_in_s": null} (time runs `scale` times faster; a null start leaves the
+# clock unset until the NTP stand-in sets it; wrap_in_s: the schedule ticks wrap at 2^30 as an
+# ESP32's, that many board seconds after the start).
 #
 # Keys (CONTRACT.md v2): "cmd_key" (the city's Ed25519 command public key, 64 hex digits:
 # then only commands it signed are carried out, cmdauth.py; null: any command, for benches
@@ -196,11 +197,15 @@ def validate(raw):
     h = raw.get("host_clock")
     c["clock_scale"] = 1
     c["clock_start_ms"] = -1  # -1: the port's own clock
+    c["clock_wrap_ms"] = None
     if h is not None:
-        _obj(h, "host_clock", ("scale", "start_ms"))
+        _obj(h, "host_clock", ("scale", "start_ms", "wrap_in_s"))
         c["clock_scale"] = _get(h, "scale", "host_clock.scale", int, 1, 1, 100000)
         c["clock_start_ms"] = _get(h, "start_ms", "host_clock.start_ms", int, None, 0,
                                    1 << 50) or 0
+        w = _get(h, "wrap_in_s", "host_clock.wrap_in_s", int, None, 0, 1 << 29)
+        if w is not None:
+            c["clock_wrap_ms"] = w * 1000
     return c
 
 

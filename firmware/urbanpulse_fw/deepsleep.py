@@ -63,7 +63,7 @@ def wake(loop, n=None):
         loop.log("wake %d: publishing %d samples" % (n, ob.held()))
         loop.up.clean = False  # the broker keeps commands for us while we sleep
         for i in range(len(loop.due)):
-            loop.due[i] = time.ticks_add(now, 1 << 28)  # no sampling while awake
+            loop.due[i] = clock.add(now, 1 << 28)  # no sampling while awake
         loop.flushing = True
         loop.up.start()
         end = time.ticks_add(time.ticks_ms(), WINDOW_MS)

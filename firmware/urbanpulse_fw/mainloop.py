@@ -25,6 +25,7 @@ if False:  # for type checkers only: no typing module on the board
     from typing import Any  # noqa: F401  (used in type comments)
 
 _led = None  # the status LED's Pin, made at the first blink
+DAY_MS = 86400000  # how far behind a missed deadline is kept (clock.recent)
 
 
 def _num(d, key, lo, hi, default=None):
@@ -47,7 +48,8 @@ class MainLoop:
         self.up = None  # type: Any  # uplink.Uplink
         self.outbox = None  # type: Any  # telemetry.Outbox
         self.publish_ms = max(1, int(cfg["publish_interval_s"] * 1000))
-        now = self.started = clock.ticks()
+        now = self.last_tick = clock.ticks()
+        self.up_s = self.up_ms = 0  # uptime, counted pass by pass: a span of ticks wraps
         self.due = [now] * len(objs)
         self.last_publish = self.next_clock = self.next_health = now
         self.health_ms = int(cfg["health_interval_s"] * 1000)
@@ -176,6 +178,14 @@ class MainLoop:
 
     def step(self):
         now = clock.ticks()
+        n = self.up_ms + clock.diff(now, self.last_tick)
+        self.last_tick = now
+        self.up_s += n // 1000
+        self.up_ms = n % 1000
+        # Deadlines left unserviced (no WiFi, no broker) for days stay at most a day behind.
+        self.last_publish = clock.recent(now, self.last_publish, DAY_MS)
+        self.next_clock = clock.recent(now, self.next_clock, DAY_MS)
+        self.next_health = clock.recent(now, self.next_health, DAY_MS)
         for s in self.sensors:
             s.poll(now)
         # After the polls, which take time (a stuck bus, a slow host): a stale now would find
@@ -184,24 +194,24 @@ class MainLoop:
         wait = 500 * clock.SCALE
         fields = None  # type: list | None
         for i, s in enumerate(self.sensors):
-            d = time.ticks_diff(self.due[i], now)
+            d = clock.diff(self.due[i], now)
             if d <= 0:
                 if fields is None:
                     fields = []
                     t = clock.now_ms()
                 fields.extend(s.read(t))
-                nxt = time.ticks_add(self.due[i], s.interval_ms)
-                if time.ticks_diff(now, nxt) >= 0:
+                nxt = clock.add(self.due[i], s.interval_ms)
+                if clock.diff(now, nxt) >= 0:
                     # Fell behind (e.g. a slow connect): skip the missed slots, no burst.
-                    nxt = time.ticks_add(now, s.interval_ms)
+                    nxt = clock.add(now, s.interval_ms)
                 self.due[i] = nxt
-                d = time.ticks_diff(nxt, now)
+                d = clock.diff(nxt, now)
             wait = min(wait, d)
         if fields:
             self.sample(now, t, fields)
         up = self.up
         ob = self.outbox
-        if up.wifi_up and time.ticks_diff(now, self.next_clock) >= 0:
+        if up.wifi_up and clock.diff(now, self.next_clock) >= 0:
             # NTP again in 6 h (an ESP32's RTC drifts seconds a day); after a failure in 2 s,
             # doubling up to 5 minutes.
             try:
@@ -211,14 +221,14 @@ class MainLoop:
                 ok = False
             if ok:
                 self.ntp_ms = 2000
-                self.next_clock = time.ticks_add(now, 21600000)
+                self.next_clock = clock.add(now, 21600000)
             else:
-                self.next_clock = time.ticks_add(now, self.ntp_ms * clock.SCALE)
+                self.next_clock = clock.add(now, self.ntp_ms * clock.SCALE)
                 self.ntp_ms = min(self.ntp_ms * 2, 300000)
         if up.check(now):
             if ob.msg is None and ob.pending():
                 # One telemetry message in flight at a time: strict order, bounded retries.
-                n = time.ticks_diff(self.last_publish, now) + self.publish_ms
+                n = clock.diff(self.last_publish, now) + self.publish_ms
                 if n <= 0 or ob.full() or self.flushing:
                     msg = ob.take()
                     msg.pid = up.client.publish(up.topic + "telemetry", msg, 1)
@@ -227,9 +237,9 @@ class MainLoop:
                     wait = min(wait, n)
             if self.flushing and not ob.pending():
                 self.flushing = False
-            if time.ticks_diff(now, self.next_health) >= 0:
+            if clock.diff(now, self.next_health) >= 0:
                 self.health(now)
-        elif self.trial is not None and time.ticks_diff(now, self.trial) >= 0:
+        elif self.trial is not None and clock.diff(now, self.trial) >= 0:
             self.log("new config did not reach the broker in time: back to config.bak")
             with open("config.trial", "w") as f:
                 f.write("99")  # the next start rolls back (cfgtrial.starts)
@@ -239,11 +249,11 @@ class MainLoop:
             self.identify(now)  # blinking after an "identify" command
             wait = min(wait, 250 * clock.SCALE)
         if self.reboot_at is not None and (
-                not up.client.inflight() or time.ticks_diff(now, self.reboot_at) >= 0):
+                not up.client.inflight() or clock.diff(now, self.reboot_at) >= 0):
             self.log("rebooting")
             self.stop()
             hw.reset()
-        up.wait((wait - time.ticks_diff(clock.ticks(), now)) // clock.SCALE)  # real ms
+        up.wait((wait - clock.diff(clock.ticks(), now)) // clock.SCALE)  # real ms
         if self.wdt is not None:
             # Fed here only, after a whole pass: a pass that hangs (a sensor, the network,
             # a bug) stops feeding it and the watchdog resets the board.
@@ -270,7 +280,7 @@ class MainLoop:
             self.log("clock set: %d samples stamped" % len(self.early))
             while self.early:
                 e = self.early.pop(0)
-                ob.add(b'{"t":%d' % (t - time.ticks_diff(now, e[0])) + e[1])
+                ob.add(b'{"t":%d' % (t - clock.diff(now, e[0])) + e[1])
         self.clock_ok = True
         if t <= self.last_t:
             # Never two samples at one time (their key in storage: one would replace the
@@ -283,7 +293,7 @@ class MainLoop:
         c = self.up.client
         if self.health_pid in c.inflight() or not clock.is_valid(clock.now_ms()):
             return  # one report at a time, and only with a real timestamp
-        self.next_health = time.ticks_add(now, self.health_ms)
+        self.next_health = clock.add(now, self.health_ms)
         # The health report (CONTRACT.md), sent in parts: no allocation the size of the whole
         # report, which a long-running 64 KiB heap may not have in one piece. Every field but
         # t is optional, so unknown ones are left out.
@@ -296,7 +306,7 @@ class MainLoop:
         # Pieces of at most about 60 bytes: small blocks are what a fragmented heap still has.
         parts = [b'{"t":%d,"heap_free":%d' % (clock.now_ms(), hw.free_heap()),
                  b',"uptime":%d,"buffered":%d,"dropped":%d' % (
-                     time.ticks_diff(clock.ticks(), self.started) // 1000, ob.held(),
+                     self.up_s, ob.held(),
                      ob.lost()),
                  (',"fw":"%s","reset_cause":"%s","faults":' % (FW_VERSION, self.cause)).encode(),
                  json.dumps(f).encode()]
@@ -373,7 +383,7 @@ class MainLoop:
             extra = {}  # type: dict
             if op == "reboot":
                 # Once the ack is acknowledged (or after 5 s): the operator hears the answer.
-                self.reboot_at = time.ticks_add(now, 5000 * clock.SCALE)
+                self.reboot_at = clock.add(now, 5000 * clock.SCALE)
             elif op == "set_interval":
                 name = d.get("sensor")
                 n = _num(d, "interval_s", 0.01, 86400)
@@ -389,7 +399,7 @@ class MainLoop:
             elif op == "identify":
                 n = _num(d, "seconds", 1, 600, 10)
                 self.log("identify: blinking the status LED for %s s" % n)
-                self.blink = [time.ticks_add(now, int(n * 1000) * clock.SCALE), 0]
+                self.blink = [clock.add(now, int(n * 1000) * clock.SCALE), 0]
             elif op == "flush":
                 self.flushing = True
                 extra["buffered"] = self.outbox.held()
@@ -420,7 +430,7 @@ class MainLoop:
         if b is None:
             return
         pin = self.cfg["led_pin"]
-        done = time.ticks_diff(now, b[0]) >= 0
+        done = clock.diff(now, b[0]) >= 0
         if not done:
             b[1] += 1
         if hw.ON_BOARD and pin is not None:

@@ -336,3 +336,43 @@ def test_a_day_with_a_30_minute_outage_in_64k(tmp_path: Path,
     assert len(buffered) >= 2 and max(buffered[1:]) >= 150, buffered
     heap = [h["heap_free"] for h in rec.docs(board.device_id, "health")]
     assert heap and min(heap) > 1000, heap
+
+
+def test_ten_days_across_an_esp32_tick_wrap(broker: Broker,
+                                            boards: Callable[..., Board]) -> None:
+    """An ESP32's ticks_ms wraps at 2^30 ms (12.4 days) and ticks_diff means something up to
+    6.2 days only. The board's schedule clock wraps at 2^30 here too (host_clock.wrap_in_s),
+    a day after the start, and the board runs 10 days (the clock 20 000 times faster):
+    sampling and publishing go on across the wrap, and the uptime in health counts on past
+    6.2 days."""
+    scale, day_ms = 20_000, 86_400_000
+    rec = Recorder(broker.port)
+    start_ms = int(time.time() * 1000) - 11 * day_ms  # the samples' times lie in the past
+    board = boards("air-wrap-01", "air", broker.port, sample_interval_s=600,
+                   publish_interval_s=3600, health_interval_s=43200,
+                   host_clock={"scale": scale, "start_ms": start_ms, "wrap_in_s": 86400})
+    try:
+        board.start()
+        wait_for_progress(lambda: len(rec.docs(board.device_id, "health")), 21, 120,
+                          "10 days of health reports", board.console)
+        board.interrupt()
+    finally:
+        board.kill()
+        rec.close()
+    assert_clean(board.console())
+    health = rec.docs(board.device_id, "health")
+    uptimes = [h["uptime"] for h in health]
+    assert uptimes == sorted(uptimes) and uptimes[-1] >= 10 * 86400, uptimes
+    # The uptime counts what the wall clock counts (board seconds; a pass at this speed is
+    # up to a few hundred of them on a loaded machine).
+    for h in health[1:]:
+        counted, elapsed = h["uptime"] - uptimes[0], (h["t"] - health[0]["t"]) // 1000
+        assert abs(counted - elapsed) <= 1000, (counted, elapsed)
+    times = [s["t"] for s in samples(rec, board.device_id)]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    # A sample every 10 minutes, across the wrap: none missing for long (a wrong span of
+    # ticks would stop the schedule for days), nearly all there.
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) < 3_600_000, max(gaps)
+    assert times[-1] - times[0] >= 10 * day_ms - 3_600_000
+    assert len(times) >= 0.9 * (times[-1] - times[0]) / 600_000, len(times)
