@@ -22,6 +22,7 @@ from urbanpulse.field.flashing import (
     FlashError,
     FlashPlan,
     boot_count_step,
+    check_micropython,
     planned_files,
     read_boot_count,
     verify,
@@ -48,12 +49,17 @@ def board_config(tmp_path: Path) -> Path:
     return tmp_path / "boards" / "air-bench-01" / "config.json"
 
 
+def esp_image(path: Path, chip_id: int) -> Path:
+    """Shaped like an ESP image (magic byte, the extended header's chip id at byte 12, a
+    plausible size); never reaches a chip here."""
+    head = b"\xe9" + os.urandom(11) + chip_id.to_bytes(2, "little")
+    path.write_bytes(head + os.urandom(300_000))
+    return path
+
+
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
-    # Shaped like an ESP32 image (magic byte, plausible size); never reaches a chip here.
-    path = tmp_path / "ESP32_GENERIC-v1.29.bin"
-    path.write_bytes(b"\xe9" + os.urandom(300_000))
-    return path
+    return esp_image(tmp_path / "ESP32_GENERIC-v1.29.bin", 0x0000)
 
 
 def _commands(dry_run: str) -> list[list[str]]:
@@ -94,6 +100,34 @@ def test_dry_run_prints_the_exact_commands_and_runs_nothing(
     assert commands[-1] == [*mpremote, "reset"]
     # Nothing ran: no bundle was built.
     assert not bundle.exists()
+
+
+def test_the_chip_and_its_offset_come_from_the_image(tmp_path: Path, board_config: Path) -> None:
+    # An ESP32-S3 image: its bootloader goes at 0x0, and esptool is told the chip (it then
+    # refuses a board of another).
+    s3 = esp_image(tmp_path / "ESP32_GENERIC_S3-v1.29.bin", 0x0009)
+    result = urbanpulse("flash", "--port", "/dev/ttyUSB7", "--image", str(s3), "--config",
+                        str(board_config), "--bundle-dir", str(tmp_path / "b"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    commands = _commands(result.stdout)
+    assert commands[1][3:5] == ["--chip", "esp32s3"]
+    assert commands[2][-3:] == ["-z", "0x0", str(s3)]
+    assert "# erase the flash (esp32s3)" in result.stdout
+    unknown = esp_image(tmp_path / "odd.bin", 0x00FE)
+    refused = urbanpulse("flash", "--port", "/dev/ttyUSB7", "--image", str(unknown),
+                         "--config", str(board_config), "--dry-run")
+    assert refused.returncode == 2
+    assert f"image {unknown}: an image for an unknown chip (chip id 0x00fe)" in refused.stderr
+
+
+def test_a_micropython_that_cannot_load_the_bundle_is_refused() -> None:
+    said: list[str] = []
+    check_micropython("1.29.0 2822", said.append)  # .mpy v6.3, as this mpy-cross writes
+    assert said == ["  MicroPython 1.29.0 (.mpy v6.3)"]
+    with pytest.raises(FlashError) as refused:
+        check_micropython("1.19.1 517", said.append)  # MicroPython 1.19: .mpy v5
+    assert "the board runs MicroPython 1.19.1, which loads .mpy v5.2; the bundle is .mpy " \
+        "v6.3" in str(refused.value)
 
 
 def test_bad_inputs_are_refused_before_anything_runs(
@@ -140,10 +174,10 @@ def test_esptool_on_a_port_where_no_chip_answers(
         os.close(master)
     assert result.returncode == 2
     assert f"no board answered on {port}:" in result.stderr
-    assert "erase the flash could not reach the ESP32's bootloader" in result.stderr
+    assert "erase the flash (esp32) could not reach the ESP32's bootloader" in result.stderr
     # esptool's own words are shown.
     assert "Failed to connect to ESP32: No serial data received." in result.stderr
-    assert "erase the flash ..." in result.stdout
+    assert "erase the flash (esp32) ..." in result.stdout
     assert "write the MicroPython image" not in result.stdout
 
 

@@ -3,8 +3,10 @@
 Every step is an external command run as the technician could type it, so ``--dry-run`` can
 print the exact argv and an error can show the tool's own message:
 
-1. ``esptool --chip esp32 --port PORT erase-flash`` and ``write-flash -z 0x1000 IMAGE``;
-2. wait until MicroPython answers on the port (first boot formats the filesystem);
+1. ``esptool --chip CHIP --port PORT erase-flash`` and ``write-flash -z OFFSET IMAGE``, the
+   chip and its offset read from the image (field/chips.py: esptool refuses a board of another);
+2. wait until MicroPython answers on the port (first boot formats the filesystem), and refuse
+   one that cannot load the bundle's bytecode;
 3. ``mpremote connect PORT resume exec ... + fs cp ...``: directories, the ``.mpy`` bundle
    (firmware_bundle.build_bundle) and ``config.json``;
 4. ``mpremote ... exec`` of a script that lists every file on the board with its size and
@@ -34,11 +36,20 @@ from .bundle import (
     board_script,
     build_bundle,
     firmware_source,
+    mpy_cross_binary,
+)
+from .chips import (
+    ESP_IMAGE_MAGIC,
+    Chip,
+    ChipError,
+    board_mpy,
+    bundle_mpy,
+    check_board,
+    image_chip,
+    read_header,
 )
 from .provision import CA_FILE, ProvisionError, fingerprint, validate_with_firmware
 
-ESP_IMAGE_MAGIC = 0xE9  # first byte of an ESP32 bootloader / app image
-IMAGE_OFFSET = "0x1000"  # where a MicroPython ESP32 .bin (bootloader first) is written
 MIN_IMAGE_BYTES = 64 * 1024
 READY_MARK = "urbanpulse-board-ready"
 
@@ -84,9 +95,9 @@ class FlashPlan:
         return sorted(d for d in dirs if d != ".")
 
 
-def esptool_argv(port: str, baud: int, *command: str) -> list[str]:
+def esptool_argv(port: str, baud: int, chip: Chip, *command: str) -> list[str]:
     # The esptool package of this interpreter (the venv's), whatever is on PATH.
-    return [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port,
+    return [sys.executable, "-m", "esptool", "--chip", chip.name, "--port", port,
             "--baud", str(baud), *command]
 
 
@@ -147,17 +158,21 @@ def verify_step(port: str) -> Step:
 
 def wait_step(port: str) -> Step:
     return Step("wait", "wait for MicroPython on the board",
-                mpremote_argv(port, "exec", f'print("{READY_MARK}")'), 15.0)
+                mpremote_argv(port, "exec", "import sys; i = sys.implementation; print("
+                              f'"{READY_MARK}", "%d.%d.%d" % i.version[:3], '
+                              'getattr(i, "_mpy", 0))'), 15.0)
 
 
 def steps(plan: FlashPlan) -> list[Step]:
     out: list[Step] = []
     if plan.image is not None:
+        chip = image_chip(read_header(plan.image))
         out.append(boot_count_step(plan.port))
-        out.append(Step("esptool", "erase the flash",
-                        esptool_argv(plan.port, plan.baud, "erase-flash")))
+        out.append(Step("esptool", f"erase the flash ({chip.name})",
+                        esptool_argv(plan.port, plan.baud, chip, "erase-flash")))
         out.append(Step("esptool", "write the MicroPython image", esptool_argv(
-            plan.port, plan.baud, "write-flash", "-z", IMAGE_OFFSET, str(plan.image)), 300.0))
+            plan.port, plan.baud, chip, "write-flash", "-z", chip.offset, str(plan.image)),
+            300.0))
     out.append(wait_step(plan.port))
     out.append(copy_step(plan))
     out.append(verify_step(plan.port))
@@ -172,14 +187,17 @@ def check_image(image: Path) -> None:
     if not image.is_file():
         raise FlashError(f"image {image} not found (download the ESP32_GENERIC .bin from "
                          "https://micropython.org/download/ESP32_GENERIC/)")
-    with image.open("rb") as f:
-        head = f.read(1)
+    head = read_header(image)
     size = image.stat().st_size
     if not head or head[0] != ESP_IMAGE_MAGIC or size < MIN_IMAGE_BYTES:
         raise FlashError(
             f"image {image} is not an ESP32 firmware image (first byte "
             f"{head[0] if head else 'none'!r}, expected {ESP_IMAGE_MAGIC:#x}; {size} bytes)"
         )
+    try:
+        image_chip(head)
+    except ChipError as exc:
+        raise FlashError(f"image {image}: {exc}") from None
 
 
 def check_config(config: Path) -> str:
@@ -226,15 +244,17 @@ def run_step(step: Step, timeout_s: float | None = None) -> str:
     return result.stdout
 
 
-def wait_for_board(port: str, timeout_s: float) -> None:
+def wait_for_board(port: str, timeout_s: float) -> str:
+    """The board's answer: the MicroPython release and its .mpy version."""
     deadline = time.monotonic() + timeout_s
     step = wait_step(port)
     last = ""
     while True:
         left = deadline - time.monotonic()
         try:
-            if READY_MARK in run_step(step, max(2.0, min(step.timeout_s, left))):
-                return
+            out = run_step(step, max(2.0, min(step.timeout_s, left)))
+            if READY_MARK in out:
+                return out.split(READY_MARK, 1)[1].strip()
         except FlashError as exc:
             last = str(exc)
         if time.monotonic() >= deadline:
@@ -311,7 +331,7 @@ def flash(plan: FlashPlan, wait_s: float = 60.0,
         elif step.kind == "esptool":
             run_esptool(step, plan.port)
         elif step.kind == "wait":
-            wait_for_board(plan.port, wait_s)
+            check_micropython(wait_for_board(plan.port, wait_s), say)
         elif step.kind == "copy":
             build(plan)
             run_step(copy_step(plan))  # built now: it writes the boot counter read above
@@ -321,6 +341,18 @@ def flash(plan: FlashPlan, wait_s: float = 60.0,
             run_step(step)
     assert verified is not None
     return verified
+
+
+def check_micropython(answer: str, say: Callable[[str], None]) -> None:
+    """The board's MicroPython (wait_step's answer: release, sys.implementation._mpy) can
+    load the bundle mpy-cross makes, or FlashError."""
+    release, _, mpy = answer.partition(" ")
+    board = board_mpy(int(mpy.split()[0]) if mpy.split() and mpy.split()[0].isdigit() else 0)
+    try:
+        check_board(release, board, bundle_mpy(mpy_cross_binary()))
+    except (ChipError, BundleError) as exc:
+        raise FlashError(str(exc)) from None
+    say(f"  MicroPython {release} (.mpy {board})")
 
 
 def read_boot_count(step: Step) -> int | None:
