@@ -53,8 +53,9 @@ def apply_new(path="config.json"):
     a = {"id": d.get("id"), "ok": True}
     try:
         new = d["config"]
-        for k in ("mqtt", "wifi", "watchdog_s", "rollback_s"):
-            # The board's link and its safety nets: a wrong value can cut it off for good.
+        for k in ("mqtt", "wifi", "watchdog_s", "rollback_s", "ntp_host"):
+            # The board's link and its safety nets: a wrong value can cut it off for good;
+            # and its time source, which TLS and the commands' expiry rest on.
             if k in new and d.get("unsafe") is not True:
                 raise ValueError('config.%s needs "unsafe":true' % k)
         update(new, path)

@@ -14,6 +14,8 @@
 #           "tls": null},                null: plain MQTT; or {"ca_file": "ca.der" (the city's
 #                                        CA, DER: the only one trusted), "hostname": null (the
 #                                        name in the broker's certificate; null: host)}
+#  "ntp_host": null,                     NTP server; null: the broker's host (the public pool
+#                                        may be blocked on a city network)
 #  "sample_interval_s": 5,               0.01..86400, fractions allowed (tests); default 5
 #  "publish_interval_s": 10,             0.01..86400, fractions allowed; default 10
 #  "max_samples_per_message": 50,        1..100; default 50
@@ -100,7 +102,7 @@ def validate(raw):
                    "publish_interval_s", "max_samples_per_message", "sensors", "seed",
                    "max_messages", "utc_offset_h", "max_buffer_bytes", "max_flash_bytes",
                    "health_interval_s", "watchdog_s", "rollback_s", "led_pin", "battery",
-                   "deep_sleep", "host_clock", "cmd_key", "device_key"))
+                   "deep_sleep", "host_clock", "cmd_key", "device_key", "ntp_host"))
     dev = _get(raw, "device_id", "device_id", str)
     ok = 3 <= len(dev) <= 32 and "a" <= dev[0] <= "z"
     for x in dev:
@@ -134,6 +136,8 @@ def validate(raw):
     if not p or "+" in p or "#" in p or "\0" in p or p[0] == "/" or p[-1] == "/":
         _fail("mqtt.prefix", "must be a topic without wildcards or outer '/', got %r" % p)
     c["mqtt_keepalive_s"] = _get(m, "keepalive_s", "mqtt.keepalive_s", int, 30, 0, 65535)
+    # NTP from the broker's host unless named: a city network may block the public pool.
+    c["ntp_host"] = _get(raw, "ntp_host", "ntp_host", str, None) or c["mqtt_host"]
     t = c["mqtt_tls"] = m.get("tls")
     if t is not None:
         # (CA file, name in the broker's certificate); startup.py makes the TLS context

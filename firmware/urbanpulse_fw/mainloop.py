@@ -48,6 +48,7 @@ class MainLoop:
         self.up = None  # type: Any  # uplink.Uplink
         self.outbox = None  # type: Any  # telemetry.Outbox
         self.publish_ms = max(1, int(cfg["publish_interval_s"] * 1000))
+        ntptime.host = cfg["ntp_host"]
         now = self.last_tick = clock.ticks()
         self.up_s = self.up_ms = 0  # uptime, counted pass by pass: a span of ticks wraps
         self.due = [now] * len(objs)

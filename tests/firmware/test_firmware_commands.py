@@ -53,6 +53,10 @@ def test_commands_are_answered_and_refusals_name_the_problem(
         command(rec, dev, {"id": "c-7", "op": "config", "config": {"mqtt": {"port": "x"}}})
         assert ack_of(rec, dev, "c-7", 30) == {
             "id": "c-7", "ok": False, "error": 'config.mqtt needs "unsafe":true'}
+        # The time source too: TLS and the commands' expiry rest on the clock.
+        command(rec, dev, {"id": "c-7n", "op": "config", "config": {"ntp_host": "evil.test"}})
+        assert ack_of(rec, dev, "c-7n", 30) == {
+            "id": "c-7n", "ok": False, "error": 'config.ntp_host needs "unsafe":true'}
         command(rec, dev, {"id": "c-7u", "op": "config", "unsafe": True,
                            "config": {"mqtt": {"port": "x"}}})
         refused = ack_of(rec, dev, "c-7u", 30)

@@ -338,6 +338,36 @@ def test_a_day_with_a_30_minute_outage_in_64k(tmp_path: Path,
     assert heap and min(heap) > 1000, heap
 
 
+def test_ntp_asks_the_brokers_host_unless_told_another(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    # ntp_servers: the servers that answer here (the NTP stand-in, firmware/host/ntptime.py);
+    # not the public pool, as on a city network that blocks it.
+    rec = Recorder(broker.port)
+    clock = {"scale": 1, "start_ms": None}  # unset until NTP answers
+    default = boards("soil-ntpa-01", "soil", broker.port, sample_interval_s=0.5,
+                     publish_interval_s=0.5, host_clock=clock)
+    named = boards("soil-ntpb-01", "soil", broker.port, sample_interval_s=0.5,
+                   publish_interval_s=0.5, host_clock=clock, ntp_host="ntp.city.example")
+    try:
+        for board in (default, named):
+            board.folder.mkdir(parents=True)
+            (board.folder / "ntp_servers").write_text("127.0.0.1\npool.ntp.org\n")
+            board.start()
+        wait_until(lambda: len(samples(rec, default.device_id)) >= 3, 30,
+                   "the default board's clock set by the broker's host")
+        assert "clock not set" in named.console()
+        assert samples(rec, named.device_id) == [], "its own server does not answer yet"
+        (named.folder / "ntp_servers").write_text("ntp.city.example\n")
+        wait_until(lambda: len(samples(rec, named.device_id)) >= 3, 60,
+                   "the named server's answer")
+    finally:
+        for board in (default, named):
+            board.kill()
+        rec.close()
+    for board in (default, named):
+        assert_clean(board.console())
+
+
 def test_ten_days_across_an_esp32_tick_wrap(broker: Broker,
                                             boards: Callable[..., Board]) -> None:
     """An ESP32's ticks_ms wraps at 2^30 ms (12.4 days) and ticks_diff means something up to
