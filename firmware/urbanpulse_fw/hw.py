@@ -55,6 +55,26 @@ def free_heap():
     return gc.mem_free()
 
 
+# A start that fails waits this long, then resets (start_failed).
+START_RETRY_S = 30 if ON_BOARD else 1
+
+
+def start_failed(e):
+    """A start that cannot finish (no usable config, a module that does not load, no memory)
+    resets the board after a while, as a fatal error in the main loop does: at the REPL (an
+    exception out of main.py) a mounted board would stay offline for good, and an immediate
+    soft reset (sys.exit) loops too fast for a technician to get in over USB."""
+    if isinstance(e, ValueError):  # config.ConfigError: its message names the key
+        print("urbanpulse: %s" % e)
+    else:
+        sys.print_exception(e)
+    print("urbanpulse: start failed, resetting in %d s (Ctrl-C: the REPL)" % START_RETRY_S)
+    import time
+
+    time.sleep(START_RETRY_S)
+    reset()
+
+
 def reset():
     if ON_BOARD:
         machine.reset()

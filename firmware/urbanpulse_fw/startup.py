@@ -2,7 +2,6 @@
 # cfgtrial.py), boot counter, reset cause, watchdog, the TLS context (tlsconf.py), sensors.
 import gc
 import os
-import sys
 
 from urbanpulse_fw.hw import unload as _unload
 
@@ -23,8 +22,9 @@ def _trial(path, errors):
 
 
 def start(path="config.json"):
-    """(validated config dict, boot number, config problems, on trial); exits with a message
-    on a bad config (unless config.bak, the last good one, can stand in)."""
+    """(validated config dict, boot number, config problems, on trial); a bad config raises
+    its ConfigError (unless config.bak, the last good one, can stand in): main.py then resets
+    the board after a while (hw.start_failed)."""
     errors = []  # type: list
     trial = None
     names = os.listdir()
@@ -35,11 +35,11 @@ def start(path="config.json"):
     try:
         cfg = config.load(path)
     except config.ConfigError as e:
-        print("urbanpulse: %s" % e)
         try:
             cfg = config.load("config.bak")
         except config.ConfigError:
-            sys.exit(2)
+            raise e from None
+        print("urbanpulse: %s" % e)
         print("urbanpulse: running with config.bak")
         errors.append(str(e))
     boot = bootcount.bump()

@@ -47,7 +47,7 @@ from urbanpulse.contract.vocabulary import (
     VOCABULARY,
 )
 from urbanpulse.devtools import hostboard
-from urbanpulse.devtools.fleet import HEAP
+from urbanpulse.devtools.fleet import EXIT_RESET, HEAP
 
 # --- MicroPython checks --------------------------------------------------------------------
 
@@ -305,13 +305,34 @@ def test_long_fast_run_fits_in_64k_heap(tmp_path: Path, boards: Callable[..., Bo
         assert {"vehicles", "pm25", "laeq"} <= set(json.loads(m.payload)["samples"][0])
 
 
-def test_bad_config_names_the_key(tmp_path: Path, boards: Callable[..., Board]) -> None:
+def test_bad_config_names_the_key_and_resets_after_a_while(
+        tmp_path: Path, boards: Callable[..., Board]) -> None:
+    # Not sys.exit (a soft reset loop too fast for a technician on USB), not the REPL (a
+    # mounted board offline for good): hw.start_failed waits, then resets.
     board = boards("air-x-008", "air", 1883)
     board.config["mqtt"]["port"] = "1883"
+    started = time.monotonic()
     board.start()
-    assert board.wait(20) == 2, board.console()
-    assert "mqtt.port" in board.console(), board.console()
+    assert board.wait(20) == EXIT_RESET, board.console()
+    assert time.monotonic() - started >= 1.0  # hw.START_RETRY_S on the host (30 s on a board)
+    console = board.console()
+    assert "urbanpulse: config.json: mqtt.port: must be an integer" in console, console
+    assert "start failed, resetting in 1 s" in console and "Traceback" not in console, console
     assert not (board.folder / "bootcount").exists(), "a bad config does not count as a boot"
+
+
+def test_a_start_that_fails_resets_after_a_while(
+        tmp_path: Path, boards: Callable[..., Board]) -> None:
+    # A valid config whose CA file is missing from the board's flash: the TLS set-up raises
+    # once the watchdog runs. The board resets (and reports it) rather than stop at the REPL.
+    board = boards("air-x-009", "air", 1883)
+    board.config["mqtt"]["tls"] = {"ca_file": "missing.der"}
+    board.heap = "112k"  # a TLS board's
+    board.start()
+    assert board.wait(20) == EXIT_RESET, board.console()
+    console = board.console()
+    assert "tlsconf.py" in console and "start failed, resetting in 1 s" in console, console
+    assert (board.folder / "reset_cause").read_text() == "soft"
 
 
 def test_board_with_sensor_drivers_reports_values_faults_and_config_errors(
