@@ -37,7 +37,7 @@ def main(path="config.json"):
         gc.collect()
         from urbanpulse_fw import deepsleep  # before the heap fills up
 
-        wake = deepsleep.count()  # also before the RAM buffer: it loads hwmisc for a moment
+        wake = deepsleep.count()
     from urbanpulse_fw import mainloop
 
     loop = mainloop.MainLoop(cfg, boot, objs, errors, cause, wdt)

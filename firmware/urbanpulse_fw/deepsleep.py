@@ -14,15 +14,12 @@ WINDOW_MS = 30000  # how long a publishing wake may stay up (real ms)
 
 
 def count():
-    # The wake counter, bumped; hwmisc is loaded for the moment only (RAM).
-    from urbanpulse_fw import hwmisc
-
+    # The wake counter, bumped (RTC memory's first word; a reset's intent may follow it).
     try:
-        n = int(hwmisc.rtc_memory() or b"0")
+        n = int(hw.rtc_memory().split(b" ")[0] or b"0")
     except ValueError:
         n = 0
-    hwmisc.rtc_memory(b"%d" % (n + 1))
-    hw.unload("hwmisc")
+    hw.rtc_memory(b"%d" % (n + 1))
     return n
 
 

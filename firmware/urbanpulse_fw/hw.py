@@ -72,14 +72,42 @@ def start_failed(e):
     import time
 
     time.sleep(START_RETRY_S)
-    reset()
+    reset("start")
 
 
-def reset():
+def rtc_memory(data=None):
+    """The bytes kept in RTC memory across a reset and deep sleep, not a power cut (a file on
+    the host); with data, set. Holds the deep-sleep wake count, then a space and the intent
+    of a reset (reset())."""
+    if ON_BOARD:
+        r = machine.RTC()
+        if data is None:
+            return r.memory()
+        r.memory(data)
+        return data
+    if data is None:
+        try:
+            with open("rtcmem", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+    with open("rtcmem", "wb") as f:
+        f.write(data)
+    return data
+
+
+def reset(intent):
+    """Reset the board; the next start reports `intent` as its reset cause (hwmisc): an
+    ESP32 reports a machine.reset() as it reports a crash (HARD_RESET), so the intent is
+    written to RTC memory first. Whatever fails there, the reset happens."""
+    try:
+        rtc_memory(rtc_memory().split(b" ")[0] + b" " + intent.encode())
+    except Exception:
+        pass
     if ON_BOARD:
         machine.reset()
-    with open("reset_cause", "w") as f:  # what the next start reports (host only)
-        f.write("soft")
+    with open("reset_cause", "w") as f:  # what machine.reset_cause() gives next (host only)
+        f.write("hard")
     sys.exit(3)  # hwmisc.EXIT_RESET: the fleet or the test starts the board again
 
 

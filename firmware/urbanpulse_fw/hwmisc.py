@@ -1,5 +1,5 @@
 # The rarely needed part of the hardware layer, loaded for a moment and unloaded again (RAM):
-# reset cause, deep sleep, RTC memory, watchdog, battery voltage, unique id, NTP.
+# reset cause, deep sleep, watchdog, battery voltage, unique id, NTP.
 import os
 import sys
 
@@ -35,15 +35,14 @@ _CAUSES = (("PWRON_RESET", "power"), ("HARD_RESET", "hard"), ("WDT_RESET", "wdt"
            ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"))
 
 
-def reset_cause():
-    """Why this boot happened: power, hard, wdt, deepsleep, soft or unknown."""
+def _machine_cause():
     if hasattr(machine, "reset_cause"):
         c = machine.reset_cause()
         for name, text in _CAUSES:
             if getattr(machine, name, None) == c:
                 return text
         return "unknown"
-    try:
+    try:  # the host: what hw.reset() and the stand-ins wrote
         with open("reset_cause") as f:
             c = f.read().strip()
         os.remove("reset_cause")
@@ -52,23 +51,18 @@ def reset_cause():
         return "power"
 
 
-def rtc_memory(data=None):
-    """The bytes kept in RTC memory across deep sleep (a file on the host); with data, set."""
-    if ON_BOARD:
-        r = machine.RTC()
-        if data is None:
-            return r.memory()
-        r.memory(data)
-        return data
-    if data is None:
-        try:
-            with open("rtcmem", "rb") as f:
-                return f.read()
-        except OSError:
-            return b""
-    with open("rtcmem", "wb") as f:
-        f.write(data)
-    return data
+def reset_cause():
+    """Why this boot happened: power, wdt or deepsleep as the chip tells; after a reset the
+    firmware meant (hw.reset), its intent: reboot, config, rollback, fatal, memory, start;
+    after any other (a panic, a reset by something else): crash."""
+    c = _machine_cause()
+    m = hw.rtc_memory()
+    count, _, intent = m.partition(b" ")
+    if intent:
+        hw.rtc_memory(count)  # told once
+    if c in ("hard", "soft"):
+        return intent.decode() if intent else "crash"
+    return c
 
 
 def watchdog(timeout_ms):

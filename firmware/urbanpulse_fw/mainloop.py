@@ -64,6 +64,7 @@ class MainLoop:
         self.flushing = False
         self.blink = None  # type: list | None  # [ticks when identify ends, LED state]
         self.reboot_at = None  # type: int | None  # ticks: reboot once the ack is out
+        self.reboot_why = "reboot"  # the next start's reset cause (hw.reset)
         self.trial = None  # type: int | None  # ticks by which a new config must connect
         self.wdt = wdt  # type: object
         self.wake = None  # type: int | None  # deep sleep: deepsleep.count()'s, from app.py
@@ -121,7 +122,7 @@ class MainLoop:
             sys.print_exception(e)
             if hw.ON_BOARD:
                 time.sleep(5)  # no tight reboot loop
-            hw.reset()
+            hw.reset("fatal")
 
     def run(self):
         cfg = self.cfg
@@ -146,7 +147,7 @@ class MainLoop:
                         self.log("out of memory (heap free ", hw.free_heap(), ")")
                     if oom > 11:
                         self.stop()
-                        hw.reset()
+                        hw.reset("memory")
                     time.sleep_ms(min(1000, 10 << oom))
                 gc.collect()
             self.log("stopping: %d telemetry messages acknowledged" % self.acked)
@@ -246,6 +247,7 @@ class MainLoop:
                 f.write("99")  # the next start rolls back (cfgtrial.starts)
             self.trial = None
             self.reboot_at = now
+            self.reboot_why = "rollback"
         if self.blink is not None:
             self.identify(now)  # blinking after an "identify" command
             wait = min(wait, 250 * clock.SCALE)
@@ -253,7 +255,7 @@ class MainLoop:
                 not up.client.inflight() or clock.diff(now, self.reboot_at) >= 0):
             self.log("rebooting")
             self.stop()
-            hw.reset()
+            hw.reset(self.reboot_why)
         up.wait((wait - clock.diff(clock.ticks(), now)) // clock.SCALE)  # real ms
         if self.wdt is not None:
             # Fed here only, after a whole pass: a pass that hangs (a sensor, the network,
@@ -385,6 +387,7 @@ class MainLoop:
             if op == "reboot":
                 # Once the ack is acknowledged (or after 5 s): the operator hears the answer.
                 self.reboot_at = clock.add(now, 5000 * clock.SCALE)
+                self.reboot_why = "reboot"
             elif op == "set_interval":
                 name = d.get("sensor")
                 n = _num(d, "interval_s", 0.01, 86400)
@@ -411,6 +414,7 @@ class MainLoop:
                 with open("config.new", "wb") as f:
                     f.write(payload)  # the whole command: cfgtrial.py checks the rest
                 self.reboot_at = now
+                self.reboot_why = "config"
                 return  # answered after the reboot (cfgtrial.py, then MainLoop.on_connect)
             else:
                 raise ValueError("unknown op %r" % (op,))

@@ -67,7 +67,7 @@ def test_a_reboot_command_brings_the_board_back_with_the_next_boot(
         wait_until(lambda: online_boots(rec, dev) == [1, 2], 30, "boot 2 online")
         wait_until(lambda: any(d["boot"] == 2 for d in rec.docs(dev, "telemetry")), 30,
                    "telemetry of boot 2")
-        wait_until(lambda: any(h["reset_cause"] == "soft" for h in rec.docs(dev, "health")),
+        wait_until(lambda: any(h["reset_cause"] == "reboot" for h in rec.docs(dev, "health")),
                    30, "health after the reboot")
         assert fleet.running() == 1
     finally:

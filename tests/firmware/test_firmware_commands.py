@@ -73,7 +73,7 @@ def test_commands_are_answered_and_refusals_name_the_problem(
         assert ack_of(rec, dev, "c-9")["ok"] is True
         wait_until(lambda: [s.get("boot") for s in statuses(rec, dev)
                             if s["state"] == "online"][-1:] == [5], 30, "the 5th boot")
-        wait_until(lambda: rec.docs(dev, "health")[-1]["reset_cause"] == "soft", 20,
+        wait_until(lambda: rec.docs(dev, "health")[-1]["reset_cause"] == "reboot", 20,
                    "health after the reboot")
     finally:
         sup.stop()

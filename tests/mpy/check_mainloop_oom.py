@@ -69,7 +69,9 @@ def test_a_persistent_shortage_stops_cleanly_and_resets():
         eq(count(f.lines, "out of memory ("), 1, "logged once")
         eq(f.stopped, 1, "the buffer went to flash first")
         with open("reset_cause") as fh:
-            eq(fh.read(), "soft", "what the next start reports")
+            eq(fh.read(), "hard", "what the chip reports next (as an ESP32's machine.reset())")
+        with open("rtcmem") as fh:
+            eq(fh.read(), " memory", "the intent the next start reports")
     finally:
         os.chdir(here)
         rmtree(d)
