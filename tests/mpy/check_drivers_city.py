@@ -6,6 +6,7 @@ import time
 import hostbus
 from drivertest import build, near, one, poll_for, poll_until, read
 from mpytest import eq, setting
+from urbanpulse_fw import clock
 from urbanpulse_fw.drivers import lamp, pulse, pzem, water
 
 
@@ -173,6 +174,22 @@ def test_lamp_follows_dusk_and_dawn_and_remote_commands():
     eq(read(s), {"lamp_on": not night}, "a remote command until the next dusk or dawn")
     s.set_lamp(None)
     eq(read(s), {"lamp_on": night}, "back to the schedule")
+
+
+def test_lamp_is_lit_until_the_clock_is_known():
+    # A street must not stay dark because WiFi or NTP is down after power-on: without a valid
+    # clock the schedule cannot say, and the lamp is on; once the time is known it decides.
+    saved = clock._anchor
+    clock._anchor = [0, clock.ticks()]  # 1970: no NTP yet
+    try:
+        s = one({"type": "lamp", "pzem": None}, "streetlight")
+        eq(read(s), {"lamp_on": True}, "lit without a clock")
+        clock._anchor = [int(time.time() * 1000), clock.ticks()]
+        s.next = time.ticks_ms()  # the schedule looks every 30 s: now
+        night = lamp.sun_altitude(time.time() * 1000, 52.37, 4.9) < -3
+        eq(read(s), {"lamp_on": night}, "the schedule once the time is known")
+    finally:
+        clock._anchor = saved
 
 
 def test_water_level_median_ignores_an_outlier_ping():

@@ -41,7 +41,7 @@ class Sensor(base.Sensor):
         self.manual = None  # a remote command's decision, until the schedule changes
         self.next = time.ticks_ms()
         self.values = None  # the meter's last reading, all of it (volts, amps, ...)
-        relay.value(0)
+        self.apply()
 
     def set_lamp(self, on):
         """Switch the lamp now (True/False); None goes back to the schedule."""
@@ -49,7 +49,14 @@ class Sensor(base.Sensor):
         self.apply()
 
     def apply(self):
-        on = self.manual if self.manual is not None else bool(self.night)
+        if self.manual is not None:
+            on = self.manual
+        elif self.night is not None:
+            on = self.night
+        else:
+            # No valid clock yet (WiFi or NTP down since power-on): lit, as a dark street is
+            # the worse failure; off without a schedule (auto false: commands only).
+            on = self.auto
         self.relay.value(1 if on else 0)
 
     def tick(self, now):
