@@ -13,6 +13,11 @@ import json
 from urbanpulse_fw.spool import replace
 
 MAX_STARTS = 3
+# Changed by a "config" command only with "unsafe": true: the board's link and its safety
+# nets (a wrong value can cut it off for good), and its time source, which TLS and the
+# commands' expiry rest on. The gateway's contract/signing.py UNSAFE_CONFIG_KEYS is the same
+# (tests/firmware/test_kinds.py).
+UNSAFE = ("mqtt", "wifi", "watchdog_s", "rollback_s", "ntp_host")
 
 
 def _merge(old, new):
@@ -53,9 +58,7 @@ def apply_new(path="config.json"):
     a = {"id": d.get("id"), "ok": True}
     try:
         new = d["config"]
-        for k in ("mqtt", "wifi", "watchdog_s", "rollback_s", "ntp_host"):
-            # The board's link and its safety nets: a wrong value can cut it off for good;
-            # and its time source, which TLS and the commands' expiry rest on.
+        for k in UNSAFE:
             if k in new and d.get("unsafe") is not True:
                 raise ValueError('config.%s needs "unsafe":true' % k)
         update(new, path)

@@ -14,12 +14,12 @@ WINDOW_MS = 30000  # how long a publishing wake may stay up (real ms)
 
 
 def count():
-    # The wake counter, bumped (RTC memory's first word; a reset's intent may follow it).
+    # The wake counter, bumped (in RTC memory).
     try:
-        n = int(hw.rtc_memory().split(b" ")[0] or b"0")
+        n = int(hw.rtc_get()[0] or b"0")
     except ValueError:
         n = 0
-    hw.rtc_memory(b"%d" % (n + 1))
+    hw.rtc_set(b"%d" % (n + 1))
     return n
 
 

@@ -77,8 +77,7 @@ def start_failed(e):
 
 def rtc_memory(data=None):
     """The bytes kept in RTC memory across a reset and deep sleep, not a power cut (a file on
-    the host); with data, set. Holds the deep-sleep wake count, then a space and the intent
-    of a reset (reset())."""
+    the host); with data, set. Read and written through rtc_get and rtc_set."""
     if ON_BOARD:
         r = machine.RTC()
         if data is None:
@@ -96,12 +95,23 @@ def rtc_memory(data=None):
     return data
 
 
+def rtc_get():
+    """(deep-sleep wake count, intent of the last reset) from RTC memory, as bytes (b"":
+    none): the count, then a space and the intent."""
+    count, _, intent = rtc_memory().partition(b" ")
+    return count, intent
+
+
+def rtc_set(count, intent=b""):
+    rtc_memory(count + b" " + intent if intent else count)
+
+
 def reset(intent):
     """Reset the board; the next start reports `intent` as its reset cause (hwmisc): an
     ESP32 reports a machine.reset() as it reports a crash (HARD_RESET), so the intent is
     written to RTC memory first. Whatever fails there, the reset happens."""
     try:
-        rtc_memory(rtc_memory().split(b" ")[0] + b" " + intent.encode())
+        rtc_set(rtc_get()[0], intent.encode())
     except Exception:
         pass
     if ON_BOARD:

@@ -56,10 +56,9 @@ def reset_cause():
     firmware meant (hw.reset), its intent: reboot, config, rollback, fatal, memory, start;
     after any other (a panic, a reset by something else): crash."""
     c = _machine_cause()
-    m = hw.rtc_memory()
-    count, _, intent = m.partition(b" ")
+    count, intent = hw.rtc_get()
     if intent:
-        hw.rtc_memory(count)  # told once
+        hw.rtc_set(count)  # told once
     if c in ("hard", "soft"):
         return intent.decode() if intent else "crash"
     return c

@@ -1,7 +1,8 @@
-"""The firmware's device kinds are the gateway's vocabulary.
+"""The firmware's device kinds, and the config keys it changes only with "unsafe", are the
+gateway's.
 
 The firmware is MicroPython code (its modules import ``machine`` and friends), so its
-``KINDS`` is read from the source with ``ast`` rather than imported.
+``KINDS`` and ``UNSAFE`` are read from the source with ``ast`` rather than imported.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import ast
 from pathlib import Path
 
 from support.paths import REPO
+from urbanpulse.contract.signing import UNSAFE_CONFIG_KEYS
 from urbanpulse.contract.vocabulary import KINDS
 
 FIRMWARE = REPO / "firmware" / "urbanpulse_fw"
@@ -36,3 +38,12 @@ def test_firmware_kinds_are_the_gateway_vocabulary() -> None:
     assert isinstance(kinds, tuple)
     assert set(kinds) == set(KINDS)
     assert kinds == tuple(KINDS), "same order as the gateway's vocabulary"
+
+
+def test_firmware_unsafe_config_keys_are_the_gateways() -> None:
+    # The operator's `cmd send config --unsafe` and the board's refusal name the same keys.
+    tree = ast.parse((FIRMWARE / "cfgtrial.py").read_text(encoding="utf-8"))
+    (value,) = [ast.literal_eval(node.value) for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "UNSAFE"]
+    assert value == UNSAFE_CONFIG_KEYS

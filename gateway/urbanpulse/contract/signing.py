@@ -33,7 +33,8 @@ SIGNED_COMMAND_KEYS = ("id", "op", "device", "n", "exp")
 REFUSALS = ("retained", "unsigned", "bad_signature", "wrong_device", "replayed", "expired")
 # Config keys a "config" command changes only with "unsafe": true (the board's link to the
 # city and its safety nets: a wrong value can cut the board off for good; and its time
-# source, which certificates and the commands' expiry rest on).
+# source, which certificates and the commands' expiry rest on). The firmware's cfgtrial.UNSAFE
+# is the same (tests/firmware/test_kinds.py).
 UNSAFE_CONFIG_KEYS = ("mqtt", "wifi", "watchdog_s", "rollback_s", "ntp_host")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 

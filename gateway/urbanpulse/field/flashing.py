@@ -346,8 +346,9 @@ def flash(plan: FlashPlan, wait_s: float = 60.0,
 def check_micropython(answer: str, say: Callable[[str], None]) -> None:
     """The board's MicroPython (wait_step's answer: release, sys.implementation._mpy) can
     load the bundle mpy-cross makes, or FlashError."""
-    release, _, mpy = answer.partition(" ")
-    board = board_mpy(int(mpy.split()[0]) if mpy.split() and mpy.split()[0].isdigit() else 0)
+    words = answer.split()
+    release = words[0] if words else "(no answer)"
+    board = board_mpy(int(words[1]) if len(words) > 1 and words[1].isdigit() else 0)
     try:
         check_board(release, board, bundle_mpy(mpy_cross_binary()))
     except (ChipError, BundleError) as exc:
