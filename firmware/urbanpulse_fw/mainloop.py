@@ -78,6 +78,10 @@ class MainLoop:
         self.up = uplink.Uplink(cfg, boot, self.log)
         ob = self.outbox = telemetry.Outbox(boot, cfg["max_samples_per_message"], 0)
         ob.flash = cfg["max_flash_bytes"]
+        if cfg["device_key"]:
+            from urbanpulse_fw import seal
+
+            ob.seal = seal.Seal(cfg["device_id"], cfg["device_key"])
         ob.open_spool()  # samples from before this start go out first
         n = cfg["max_buffer_bytes"]
         if n is None:

@@ -1,6 +1,7 @@
 # Telemetry messages, CONTRACT.md v1:
 #   {"v":1,"boot":B,"seq":S,"samples":[{"t":ms,...},...]}
-# 1..100 samples, oldest first; seq counts messages from 0 within one boot.
+# 1..100 samples, oldest first; seq counts messages from 0 within one boot. A board with a
+# device key seals them (v2, seal.py): "v":2, and "prev" and "mac" after the samples.
 #
 # Samples are kept as small pre-encoded JSON byte strings and a message is streamed to the
 # socket chunk by chunk: no big string is ever built, which matters on a 64 KiB heap.
@@ -77,16 +78,21 @@ class Message:
     have in one piece. An index, not a generator: a generator object takes a block of heap
     that a long-running board may not have in one piece either (it stalled publishing)."""
 
-    def __init__(self, outbox, seq, count, spooled=False):
+    def __init__(self, outbox, seq, count, spooled=False, boot=-1):
         self.outbox = outbox
+        self.boot = outbox.boot if boot < 0 else boot  # another: resent from the last start
         self.seq = seq
         self.count = count
         # Read back from the flash spool: still there until acknowledged, and each sample in
         # the outbox keeps the spool's 10-byte suffix ("*", CRC, newline).
         self.spooled = spooled
         self.pid = 0  # MQTT packet id once published
-        self.head = b'{"v":1,"boot":%d,"seq":%d,"samples":[' % (outbox.boot, seq)
-        n = len(self.head) + count + 1  # commas between samples, "]}"
+        sl = self.seal = outbox.seal
+        self.head = b'{"v":%d,"boot":%d,"seq":%d,"samples":[' % (
+            2 if sl else 1, self.boot, seq)
+        n = len(self.head) + count + 1  # commas between samples, "]}" (or the seal's tail)
+        if sl:
+            n += len(sl.tail) - 2
         for i in range(count):
             n += len(self.part(i))
         self.size = n
@@ -103,7 +109,7 @@ class Message:
         if j == 0:
             return self.head
         if j == self.pieces - 1:
-            return b"]}"
+            return self.seal.tail if self.seal else b"]}"
         return self.part(j >> 1) if j & 1 else b","
 
 
@@ -137,6 +143,7 @@ class Outbox:
         self.nbytes = 0
         self.dropped = 0
         self.spool = None  # type: Any  # the spool.Spool, or None: RAM only
+        self.seal = None  # type: Any  # the seal.Seal (a board with a device key), or None
         self.flash = 0  # flash budget of the spool (0: none)
         # The one Message object, set up anew for each message (one in flight at a time): a
         # long-fragmented heap may have no block for a new one (what a soak test found).
@@ -300,20 +307,29 @@ class Outbox:
         there is nothing to send or a message is still in flight."""
         if self.msg is not None:
             return None
+        sl = self.seal
+        p = sl.pending if sl else None  # a sealed message the last start left in flight
         if self.spool is not None and self.spool.count:
             if self.count:
                 self.spill()  # newer than the spool's: behind them, in order
-            k = self.spool.read(self.mv, self.offs, min(self.max_samples, len(self.offs) - 2))
+            k = self.spool.read(self.mv, self.offs, min(
+                p[2] if p else self.max_samples, len(self.offs) - 2))
             if k:
                 self.count = k
                 self.nbytes = self.offs[k] + k * SAMPLE_OVERHEAD
                 self.msg = self._m
+                if p and k == p[2]:
+                    Message.__init__(self._m, self, p[1], k, True, p[0])
+                    if sl.resume(self._m):
+                        return self.msg  # the same bytes again, under their own boot and seq
                 Message.__init__(self._m, self, self.next_seq, k, True)
         if self.msg is None:
             if not self.count:
                 return None
             self.msg = self._m
             Message.__init__(self._m, self, self.next_seq, min(self.count, self.max_samples))
+        if sl:
+            sl.seal(self.msg)
         self.next_seq += 1
         return self.msg
 

@@ -17,6 +17,7 @@ import pytest
 from support.contract_examples import NOW, VALID_BY_KIND, message
 from urbanpulse.contract.fastpath import telemetry_lines
 from urbanpulse.contract.messages import MessageRejected, TelemetryValidator
+from urbanpulse.contract.sealed import genesis, seal
 from urbanpulse.contract.vocabulary import MIN_TIMESTAMP_MS, VOCABULARY
 from urbanpulse.registry.devices import Device, RegisteredDevice, Registry
 from urbanpulse.service.telemetry import telemetry_points
@@ -121,3 +122,19 @@ def test_mutated_payloads_are_never_taken_unless_the_full_path_takes_them_whole(
             declined += 1
     # Both ways were exercised: some mutations leave a valid message (a float for a float).
     assert taken > 100 and declined > 1000, (taken, declined)
+
+
+def test_a_sealed_message_takes_the_hot_path_with_its_prev_and_the_same_lines() -> None:
+    prev = genesis("air-north-01").hex()
+    body = json.dumps({"v": 2, "boot": 3, "seq": 9,
+                       "samples": [{"t": NOW, **VALID_BY_KIND["air"]}], "prev": prev},
+                      separators=(",", ":")).encode()
+    payload = seal(body, bytes(32))
+    fast = telemetry_lines(payload, DEVICE.tag_string, NOW + MAX_FUTURE_MS, sealed=True)
+    full = TelemetryValidator(MAX_FUTURE_MS).parse(payload, now_ms=NOW, sealed=True)
+    assert fast is not None and fast.prev == full.prev == prev
+    assert fast.lines == telemetry_points(DEVICE, full)
+    # Unsealed, the same payload is not version 1: the hot path declines it.
+    assert telemetry_lines(payload, DEVICE.tag_string, NOW + MAX_FUTURE_MS) is None
+    bad_prev = payload.replace(prev.encode(), prev[:-1].encode() + b"G")
+    assert telemetry_lines(bad_prev, DEVICE.tag_string, NOW, sealed=True) is None

@@ -130,7 +130,9 @@ def test_sample_that_is_not_an_object_is_a_wrong_type() -> None:
         (b"", Reason.NOT_JSON),
         (b"[1, 2]", Reason.BAD_ENVELOPE),
         (b'"hello"', Reason.BAD_ENVELOPE),
-        (b'{"v": 2, "boot": 1, "seq": 0, "samples": []}', Reason.UNSUPPORTED_VERSION),
+        (b'{"v": 3, "boot": 1, "seq": 0, "samples": []}', Reason.UNSUPPORTED_VERSION),
+        # Version 2 without its MAC (CONTRACT.md v2): a missing MAC.
+        (b'{"v": 2, "boot": 1, "seq": 0, "samples": []}', Reason.BAD_MAC),
         (b'{"v": "1", "boot": 1, "seq": 0, "samples": []}', Reason.UNSUPPORTED_VERSION),
         (
             b'{"boot": 1, "seq": 0, "samples": [{"t": 1763700000000, "pm25": 1}]}',

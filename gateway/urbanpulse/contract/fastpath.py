@@ -1,4 +1,5 @@
-"""The gateway's hot path for telemetry (CONTRACT.md v1): JSON bytes to line protocol in one pass.
+"""The gateway's hot path for telemetry (CONTRACT.md v1 and v2's sealed envelope): JSON bytes
+to line protocol in one pass.
 
 msgspec decodes a payload straight into typed structs whose constraints are the vocabulary's
 (types, ranges, 1 to 100 samples, no unknown keys), in C; the lines are then joined from
@@ -20,7 +21,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from .lineprotocol import escape_key, escape_measurement
-from .vocabulary import MAX_PAYLOAD_BYTES, MAX_SAMPLES_PER_MESSAGE, MIN_TIMESTAMP_MS, VOCABULARY
+from .vocabulary import (
+    MAX_PAYLOAD_BYTES,
+    MAX_SAMPLES_PER_MESSAGE,
+    MIN_TIMESTAMP_MS,
+    PREV_PATTERN,
+    VOCABULARY,
+)
 
 _UINT32 = msgspec.Meta(ge=0, le=2**32 - 1)
 
@@ -58,7 +65,17 @@ class _Message(msgspec.Struct, forbid_unknown_fields=True):
     samples: _SAMPLES
 
 
+class _Sealed(msgspec.Struct, forbid_unknown_fields=True):
+    v: Literal[2]
+    boot: Annotated[int, _UINT32]
+    seq: Annotated[int, _UINT32]
+    samples: _SAMPLES
+    prev: Annotated[str, msgspec.Meta(pattern=PREV_PATTERN)]
+    mac: str  # checked on the bytes before (contract/sealed.py)
+
+
 _DECODER = msgspec.json.Decoder(_Message)
+_SEALED_DECODER = msgspec.json.Decoder(_Sealed)
 
 
 # Per field, escaped once: its measurement (one string object per measurement, compared by
@@ -77,16 +94,18 @@ class FastTelemetry(msgspec.Struct, frozen=True):
     t_min: int
     t_max: int
     lines: list[str]
+    prev: str | None = None
 
 
-def telemetry_lines(payload: bytes, tags: str, latest_ms: int) -> FastTelemetry | None:
+def telemetry_lines(payload: bytes, tags: str, latest_ms: int,
+                    sealed: bool = False) -> FastTelemetry | None:
     """The message's lines (``tags``: the device's escaped ``,k=v`` tag string), or None when
     the full validator must decide (see the module's docstring). ``latest_ms``: the newest
-    plausible sample time."""
+    plausible sample time. ``sealed``: a v2 message whose MAC was checked."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return None
     try:
-        msg = _DECODER.decode(payload)
+        msg: _Message | _Sealed = (_SEALED_DECODER if sealed else _DECODER).decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     lines: list[str] = []
@@ -110,7 +129,8 @@ def telemetry_lines(payload: bytes, tags: str, latest_ms: int) -> FastTelemetry 
                 measurement, parts = m, []
             parts.append(key + _value(value))
         lines.append(measurement + tags + " " + ",".join(parts) + stamp)
-    return FastTelemetry(msg.boot, msg.seq, t_min, t_max, lines)
+    return FastTelemetry(msg.boot, msg.seq, t_min, t_max, lines,
+                         msg.prev if isinstance(msg, _Sealed) else None)
 
 
 def _value(x: float | bool) -> str:

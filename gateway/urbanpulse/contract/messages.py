@@ -1,4 +1,4 @@
-"""Validation of telemetry messages against CONTRACT.md v1.
+"""Validation of telemetry messages against CONTRACT.md v1, and v2's sealed envelope.
 
 Policy, chosen so that bad input never costs good data:
 - The message is the unit for everything about the envelope: over 64 KiB, not JSON, not an
@@ -25,6 +25,8 @@ from .vocabulary import (
     MAX_PAYLOAD_BYTES,
     MAX_SAMPLES_PER_MESSAGE,
     MIN_TIMESTAMP_MS,
+    PREV_PATTERN,
+    SEALED_VERSION,
     VOCABULARY,
     Quantity,
 )
@@ -40,6 +42,8 @@ class Reason(StrEnum):
     NOT_JSON = "not_json"
     BAD_ENVELOPE = "bad_envelope"
     UNSUPPORTED_VERSION = "unsupported_version"
+    BAD_MAC = "bad_mac"  # v2: a MAC missing, or not the device key's
+    REPLAYED = "replayed"  # v2: a (boot, seq) accepted before, now with other bytes
     # one sample
     UNKNOWN_FIELD = "unknown_field"
     WRONG_TYPE = "wrong_type"
@@ -56,6 +60,8 @@ MESSAGE_REASONS = (
     Reason.NOT_JSON,
     Reason.BAD_ENVELOPE,
     Reason.UNSUPPORTED_VERSION,
+    Reason.BAD_MAC,
+    Reason.REPLAYED,
 )
 SAMPLE_REASONS = tuple(r for r in Reason if r not in MESSAGE_REASONS)
 
@@ -84,6 +90,7 @@ class Telemetry:
     seq: int
     samples: list[Sample]
     rejected: list[Rejection] = field(default_factory=list)
+    prev: str | None = None  # a sealed (v2) message's link to the one before
 
 
 class _Envelope(BaseModel):
@@ -95,6 +102,11 @@ class _Envelope(BaseModel):
     samples: Annotated[
         list[Any], Field(min_length=1, max_length=MAX_SAMPLES_PER_MESSAGE)
     ]
+
+
+class _SealedEnvelope(_Envelope):
+    prev: Annotated[str, Field(pattern=PREV_PATTERN)]
+    mac: str  # checked on the bytes, before parsing (contract/sealed.py)
 
 
 def _quantity_type(q: Quantity) -> Any:
@@ -169,16 +181,22 @@ class TelemetryValidator:
     def __init__(self, max_future_ms: int = 600_000) -> None:
         self.max_future_ms = max_future_ms
 
-    def parse(self, payload: bytes, now_ms: int | None = None) -> Telemetry:
-        """Return the valid samples and the sample rejections, or raise MessageRejected."""
+    def parse(self, payload: bytes, now_ms: int | None = None, sealed: bool = False) -> Telemetry:
+        """Return the valid samples and the sample rejections, or raise MessageRejected.
+        ``sealed``: the payload ends with a MAC that was checked (a v2 message)."""
         raw = json_object(payload)
-        if "v" in raw and raw["v"] != CONTRACT_VERSION:
+        version = SEALED_VERSION if sealed else CONTRACT_VERSION
+        if not sealed and raw.get("v") == SEALED_VERSION:
+            raise MessageRejected(
+                Reason.BAD_MAC, 'missing: a version 2 message ends with its "mac" member')
+        if "v" in raw and raw["v"] != version:
             raise MessageRejected(
                 Reason.UNSUPPORTED_VERSION,
-                f"v={raw['v']!r}, this gateway speaks v{CONTRACT_VERSION}",
+                f"v={raw['v']!r}, this gateway speaks v{CONTRACT_VERSION} "
+                f"and v{SEALED_VERSION} (sealed, with a mac)",
             )
         try:
-            env = _Envelope.model_validate(raw)
+            env = (_SealedEnvelope if sealed else _Envelope).model_validate(raw)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             loc = ".".join(str(p) for p in err["loc"]) or "message"
@@ -187,7 +205,8 @@ class TelemetryValidator:
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
         latest = now_ms + self.max_future_ms
-        result = Telemetry(boot=env.boot, seq=env.seq, samples=[])
+        result = Telemetry(boot=env.boot, seq=env.seq, samples=[],
+                           prev=env.prev if isinstance(env, _SealedEnvelope) else None)
         for index, raw_sample in enumerate(env.samples):
             rejection = self._check_sample(raw_sample, latest, result)
             if rejection is not None:

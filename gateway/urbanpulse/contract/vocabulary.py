@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 CONTRACT_VERSION = 1
+# Version 2 (sealed telemetry): "v" of a message with a MAC, and its "prev" (contract/sealed.py).
+SEALED_VERSION = 2
+PREV_PATTERN = r"^[0-9a-f]{64}$"
 
 # 3 to 32 characters of a-z 0-9 -, starting with a letter (CONTRACT.md, "Topics").
 DEVICE_ID_PATTERN = r"^[a-z][a-z0-9-]{2,31}$"
@@ -95,6 +98,10 @@ GATEWAY_STATS_MEASUREMENT = "gateway_stats"
 # gateway; README "InfluxDB schema as built" documents the fields.
 DEVICE_HEALTH_MEASUREMENT = "device_health"
 DEVICE_STATUS_MEASUREMENT = "device_status"
+# Sealed telemetry (v2), per device and UTC hour of arrival (integer counts): messages whose
+# MAC verified, of those the gaps and forks in the chain, and the messages refused.
+DEVICE_INTEGRITY_MEASUREMENT = "device_integrity"
+DEVICE_INTEGRITY_FIELDS: tuple[str, ...] = ("verified", "gaps", "forks", "bad_mac", "replayed")
 # A board's answers to commands (city/{id}/cmd/ack), stored as they arrive.
 DEVICE_COMMAND_MEASUREMENT = "device_command"
 MAX_ACK_BYTES = 1024

@@ -31,7 +31,8 @@ from urbanpulse.contract.vocabulary import DEVICE_ID_PATTERN, KINDS
 
 from .watch import FileWatcher
 
-COLUMNS = ("device_id", "kind", "district", "site", "lat", "lon", "interval_s", "threshold_cm")
+COLUMNS = ("device_id", "kind", "district", "site", "lat", "lon", "interval_s", "threshold_cm",
+           "require_sealed")
 DEFAULT_INTERVAL_S = 60.0
 
 
@@ -61,6 +62,9 @@ class Device(BaseModel):
     interval_s: Annotated[float, Field(gt=0, le=86400)] = DEFAULT_INTERVAL_S
     # Water boards: the alert level (cm, same datum as water_level) the KPIs watch.
     threshold_cm: Annotated[float, Field(ge=-500, le=5000)] | None = None
+    # Only sealed (CONTRACT.md v2) telemetry is accepted from the board: a city moves its
+    # boards to version 2 one by one.
+    require_sealed: bool = False
 
     @field_validator("kind")
     @classmethod
@@ -194,6 +198,9 @@ def load_registry(path: Path) -> Registry:
 
 def render_registry(devices: Iterable[Device], path: Path) -> str:
     rows = [d.model_dump(exclude_none=True) for d in devices]
+    for row in rows:
+        if not row["require_sealed"]:
+            del row["require_sealed"]
     if path.suffix.lower() == ".toml":
         return tomli_w.dumps({"device": rows})
     out = io.StringIO()

@@ -103,6 +103,7 @@ class Gateway:
             self._rejections,
             RecentMessages(settings.dedup.max_entries),
             on_accepted=self.note_late_samples,
+            keys=None if self.key_watcher is None else self._device_keys,
         )
         # KPIs are computed from stored data in a thread of their own, with their own
         # connections, so that a slow KPI run never holds up storing readings.
@@ -152,7 +153,7 @@ class Gateway:
         if self.boards is not None:
             self.topics = self.boards.topics(self._device_ids())
         self._ready_sent = False
-        self._due = dict.fromkeys(("reload", "stats", "tick", "ping"), 0.0)  # step()
+        self._due = dict.fromkeys(("reload", "stats", "tick", "ping", "integrity"), 0.0)
         self._started = time.monotonic()
         self._metrics: MetricsServer | None = None
         self._stuck_reason: str | None = None
@@ -291,6 +292,9 @@ class Gateway:
             if now >= due["tick"]:
                 due["tick"] = now + LIVENESS_TICK_S
                 self._add_housekeeping(self.liveness.tick())
+        if now >= due["integrity"] and self.role != "coordinator":
+            due["integrity"] = now + self.settings.stats.interval_s
+            self.handler.chains.flush(self._tag_string, _now_ms(), self._add_housekeeping)
         ping_every = self.notifier.watchdog_interval_s
         if ping_every is not None and now >= due["ping"]:
             due["ping"] = now + ping_every
@@ -407,6 +411,13 @@ class Gateway:
             self._device_info_due = not self._add_housekeeping(
                 device_info_points(self.registry_watcher.registry, _now_ms())
             )
+
+    def _device_keys(self) -> dict[str, bytes]:
+        return {} if self.key_watcher is None else self.key_watcher.keys
+
+    def _tag_string(self, device_id: str) -> str | None:
+        device = self.registry_watcher.registry.get(device_id)
+        return None if device is None else device.tag_string
 
     def _device_ids(self) -> set[str]:
         return {d.device_id for d in self.registry_watcher.registry.devices}
