@@ -15,8 +15,6 @@ arithmetic is faster; the heap figures are an upper bound for a board, the times
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,11 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "gateway"))
 
-from board_start import START  # noqa: E402
+from board_start import START, run_board  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from urbanpulse.contract.signing import public_hex, sign_command  # noqa: E402
-from urbanpulse.devtools.hostboard import board_argv, board_env  # noqa: E402
 from urbanpulse.field.bundle import build_bundle, find_tool  # noqa: E402
 
 SPARE_KB = int(next(line.split("=")[1] for line in (ROOT / "firmware/urbanpulse_fw/edkey.py")
@@ -89,26 +86,6 @@ if cfg.get("cmd_key"):
 """
 
 
-def run(micropython: str, tmp: Path, bundle: Path, config: dict[str, object], heap: str,
-        payloads: list[bytes]) -> dict[str, list[int]]:
-    board = tmp / f"board-{len(list(tmp.iterdir()))}"
-    board.mkdir()
-    (board / "config.json").write_text(json.dumps(config))
-    (board / "bench.py").write_text(SCRIPT)
-    (board / "payloads.txt").write_bytes(b"".join(p + b"\n" for p in payloads))
-    out = subprocess.run(board_argv(micropython, heap, bundle, "bench"), cwd=board,
-                         env=board_env(bundle, board), capture_output=True, text=True,
-                         timeout=600, check=False)
-    found = {}
-    for line in out.stdout.splitlines():
-        word, *values = line.split()
-        if word in ("FREE", "TIMES", "LEAST"):
-            found[word] = [int(v) if v != "None" else -1 for v in values]
-    if "FREE" not in found:
-        raise SystemExit(f"the board did not start:\n{out.stdout}{out.stderr}")
-    return found
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="air")
@@ -131,9 +108,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         bundle = build_bundle(tmp / "fw", host=True)
-        plain = run(micropython, tmp, bundle, config, args.heap, [])
-        signed = run(micropython, tmp, bundle, {**config, "cmd_key": public_hex(key)},
-                     args.heap, payloads)
+        plain = run_board(micropython, tmp, bundle, config, args.heap, SCRIPT)
+        signed = run_board(micropython, tmp, bundle, {**config, "cmd_key": public_hex(key)},
+                           args.heap, SCRIPT,
+                           {"payloads.txt": b"".join(p + b"\n" for p in payloads)})
     parse, check = signed["TIMES"]
     n = args.checks
     print(f"kind {args.kind}, {args.heap} heap, {n} signed commands of {len(payloads[0])} bytes")

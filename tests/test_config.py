@@ -103,9 +103,10 @@ def test_example_configuration_documents_every_key_with_its_default(repo_root: P
     settings = load_settings(example)
     defaults = Settings()
     # Relative paths are resolved against the example's folder.
-    paths: dict[str, Any] = {"registry": True, "spool": {"path"}}
+    paths: dict[str, Any] = {"registry": True, "spool": {"path"}, "archive": {"path"}}
     assert settings.model_dump(exclude=paths) == defaults.model_dump(exclude=paths)
     assert settings.spool.path == example.parent / defaults.spool.path
+    assert settings.archive.path == example.parent / defaults.archive.path
     parsed = tomllib.loads(text)
     for section, model in defaults:
         for key in type(model).model_fields:

@@ -17,7 +17,7 @@
 from binascii import hexlify, unhexlify
 from hashlib import sha256
 
-from urbanpulse_fw.spool import replace
+from urbanpulse_fw.spool import swap
 
 PATH = "chain"
 # ],"prev":" + 64 hex + ","mac":" + 64 hex + "}: the message's last piece.
@@ -43,13 +43,13 @@ class Seal:
         t[74:83] = b'","mac":"'
         t[147:149] = b'"}'
         self.head = hexlify(sha256(b"genesis:" + device_id.encode()).digest())
-        self.tag = hexlify(sha256(k).digest()[:4]).decode()
+        self.tag = hexlify(sha256(k).digest()[:4])
         self.pending = None  # type: list | None  # [boot, seq, samples, prev, mac] in flash
         try:
             with open(path) as f:
                 head = f.readline().split()
                 rest = f.readline().split()
-            if len(head) == 2 and len(head[0]) == 64 and head[1] == self.tag:
+            if len(head) == 2 and len(head[0]) == 64 and head[1] == self.tag.decode():
                 self.head = head[0].encode()
             else:
                 rest = []  # another key's chain, or none
@@ -87,9 +87,17 @@ class Seal:
         prev = self.head
         t[10:74] = prev
         head = self._hash(msg, True)
-        replace(self.path, "%s %s\n%d %d %d %s %s\n" % (
-            head.decode(), self.tag, msg.boot, msg.seq, msg.count, prev.decode(),
-            bytes(t[_MAC_AT:_MAC_AT + 64]).decode()))
+        # Written piece by piece: no string the size of the record (this runs per message).
+        with open(self.path + ".tmp", "wb") as f:
+            f.write(head)
+            f.write(b" ")
+            f.write(self.tag)
+            f.write(b"\n%d %d %d " % (msg.boot, msg.seq, msg.count))
+            f.write(prev)
+            f.write(b" ")
+            f.write(memoryview(t)[_MAC_AT:_MAC_AT + 64])
+            f.write(b"\n")
+        swap(self.path)
         self.head = head
         self.pending = None
 

@@ -31,6 +31,11 @@ def replace(path, text):
     """Write a small file atomically: a temporary file renamed over the old one."""
     with open(path + ".tmp", "w") as f:
         f.write(text)
+    swap(path)
+
+
+def swap(path):
+    """path + ".tmp", written, takes the place of path."""
     try:
         os.rename(path + ".tmp", path)
     except OSError:  # FAT cannot rename over an existing file

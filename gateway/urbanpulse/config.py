@@ -150,6 +150,30 @@ class KeySettings(_Section):
     # board's config, and the board then carries out only commands signed with its private
     # half, which stays with the operators.
     command_public: Path | None = None
+    # The gateway's receipt key (Ed25519, PKCS#8 PEM, 0600; `urbanpulse keys new`): it signs
+    # the hourly receipts. None: sealed payloads are archived, but no receipt is made.
+    receipt_key: Path | None = None
+
+
+class ArchiveSettings(_Section):
+    """Sealed (CONTRACT.md v2) payloads as received, and the hourly receipts over them."""
+
+    # Relative to the configuration file; systemd: /var/lib/urbanpulse/archive.
+    path: Path = Path("archive")
+    # Synced before each acknowledged batch (one fsync per batch), or see FsyncPolicy.
+    fsync: FsyncPolicy = "always"
+    fsync_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    # Closed hours older than this many days are deleted, receipts kept; None: kept for ever
+    # (an export can prove only what the archive still holds).
+    retention_days: Annotated[float, Field(gt=0)] | None = None
+
+
+class ExportSettings(_Section):
+    """What an open-data export (`urbanpulse export`) says about itself."""
+
+    title: str = "UrbanPulse city sensor readings"
+    publisher: str = ""  # the city's name
+    licence: str = "CC-BY-4.0"  # an SPDX licence id or a URL
 
 
 class ValidationSettings(_Section):
@@ -181,6 +205,11 @@ class LivenessSettings(_Section):
     heartbeat_s: Annotated[float, Field(gt=0)] = 300.0
 
 
+# always: on disk before the acknowledgement (survives power loss); interval: synced at most
+# every fsync_interval_s; never: left to the OS (survives a gateway crash only).
+FsyncPolicy = Literal["always", "interval", "never"]
+
+
 class SpoolSettings(_Section):
     """The on-disk spool: batches InfluxDB cannot take now wait here, acknowledged."""
 
@@ -189,9 +218,8 @@ class SpoolSettings(_Section):
     # When full, the gateway stops acknowledging and the broker keeps the messages.
     max_bytes: Annotated[int, Field(ge=4096)] = 1 << 30
     segment_bytes: Annotated[int, Field(ge=1024)] = 16 << 20
-    # always: each batch on disk before its ack (survives power loss); interval: synced at
-    # most every fsync_interval_s; never: left to the OS (survives a gateway crash only).
-    fsync: Literal["always", "interval", "never"] = "always"
+    # Each batch on disk before its ack, or see FsyncPolicy.
+    fsync: FsyncPolicy = "always"
     fsync_interval_s: Annotated[float, Field(gt=0)] = 1.0
     # Points InfluxDB refuses for good (JSON lines); default: dead-letter.jsonl in path.
     dead_letter_path: Path | None = None
@@ -293,6 +321,8 @@ class Settings(BaseSettings):
     liveness: LivenessSettings = LivenessSettings()
     kpi: KpiSettings = KpiSettings()
     spool: SpoolSettings = SpoolSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    export: ExportSettings = ExportSettings()
     dedup: DedupSettings = DedupSettings()
     service: ServiceSettings = ServiceSettings()
 
@@ -356,4 +386,6 @@ def load_settings(path: Path | None) -> Settings:
             spool.path = path.parent / spool.path
         if spool.dead_letter_path is not None and not spool.dead_letter_path.is_absolute():
             spool.dead_letter_path = path.parent / spool.dead_letter_path
+        if not settings.archive.path.is_absolute():
+            settings.archive.path = path.parent / settings.archive.path
     return settings

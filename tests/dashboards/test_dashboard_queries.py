@@ -74,6 +74,16 @@ def _counter(d: Data, fields: Sequence[str], per_second: bool) -> Series:
     return Series(out)
 
 
+def _totals(pts: Sequence[dd.Point], fields: Sequence[str],
+            by: Sequence[str]) -> dict[Key, tuple[Any, ...]]:
+    out: dict[Key, list[Any]] = {}
+    for pt in pts:
+        row = out.setdefault(dd.key(pt, by), [0] * len(fields))
+        for i, f in enumerate(fields):
+            row[i] += pt.fields[f]
+    return {k: tuple(v) for k, v in out.items()}
+
+
 DEVICE = ["device_id"]
 DEVICE_TAGS = ["district", "site", "device_id"]
 
@@ -174,6 +184,13 @@ EXPECTED: dict[tuple[str, str, str], Compute] = {
     ("network-health", "Command answers", "A"): lambda d: Series(
         series(d.select("device_command"), ["id", "ok", "error"],
                ["district", "kind", "device_id"])),
+    ("network-health", "Sealed telemetry per board", "A"): lambda d: Latest(_totals(
+        d.select("device_integrity"), ["verified", "gaps", "forks", "bad_mac", "replayed"],
+        ["district", "kind", "device_id"])),
+    ("network-health", "Receipts by district", "A"): lambda d: Latest(latest(
+        d.select("integrity_receipt"), ["leaves", "root"], ["district"])),
+    ("network-health", "Chain problems per hour", "A"): lambda d: Series(
+        series(d.select("device_integrity"), ["gaps", "forks", "bad_mac", "replayed"], DEVICE)),
     ("network-health", "Battery", "A"): lambda d: Series(
         per_hour(d.select("device_health"), "battery", DEVICE, min)),
     ("network-health", "WiFi signal (RSSI)", "A"): lambda d: Series(

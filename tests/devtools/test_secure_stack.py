@@ -103,6 +103,10 @@ def test_a_provisioned_firmware_board_speaks_tls_and_takes_only_signed_commands(
                 password=(secure / "secrets" / "influx-urbanpulse-grafana").read_text().strip()))
             wait_until(lambda: grafana.query('SELECT laeq FROM "noise"'), timeout_s=30,
                        what="the board's readings stored, over TLS")
+            # Sealed with the device key provisioning made (CONTRACT.md v2), and archived.
+            wait_until(lambda: grafana.query('SELECT verified FROM "device_integrity"'), 30,
+                       "the board's sealed messages counted")
+            assert list((settings.archive.path / "main").glob("*.open"))
             tools = ["--config", str(secure / "operator.toml"), "--wait", "20"]
             sent = urbanpulse("cmd", "send", "noise-sec-01", "identify", "seconds=1",
                               "--key-file", str(secure / "secrets" / "command.key"), *tools)

@@ -93,11 +93,13 @@ def test_a_key_store_others_can_read_stops_provisioning_and_changes_nothing(
     assert "lamp-n-02" not in (tmp_path / "devices.csv").read_text()
 
 
-def test_a_board_without_a_command_key_is_provisioned_with_a_warning(tmp_path: Path) -> None:
+def test_a_board_without_keys_is_provisioned_with_warnings(tmp_path: Path) -> None:
+    """No command key: it takes unsigned commands. No key store: no device key either (the
+    gateway could not check its seal), so it sends unsealed telemetry."""
     result = provision(tmp_path, "lamp-n-03")
     assert result.returncode == 0, result.stderr
     assert "commands  UNSIGNED accepted" in result.stdout
     assert "carries out unsigned commands" in result.stderr
-    assert "no copy of this board's device key" in result.stderr
+    assert "sends unsealed (version 1) telemetry" in result.stderr
     config = json.loads((tmp_path / "boards" / "lamp-n-03" / "config.json").read_text())
-    assert "cmd_key" not in config and len(config["device_key"]) == 64
+    assert "cmd_key" not in config and "device_key" not in config

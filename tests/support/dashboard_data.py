@@ -20,7 +20,7 @@ DAY_END = DAY_START + 24 * HOUR - 1  # the dashboards' range: the whole day, inc
 LOCAL_MIDNIGHT = DAY_START - HOUR  # Europe/Amsterdam midnight (UTC+1) of 2026-11-20
 NEXT_LOCAL_MIDNIGHT = LOCAL_MIDNIGHT + 24 * HOUR  # of 2026-11-21: inside the range
 
-Value = float | bool | str
+Value = float | int | bool | str
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ def _fields(fields: Mapping[str, Value]) -> str:
             return "true" if v else "false"
         if isinstance(v, str):
             return '"' + v.replace('"', '\\"') + '"'
+        if isinstance(v, int):  # integer fields, as the gateway writes counts
+            return f"{v}i"
         return repr(float(v))
     return ",".join(f"{k}={value(v)}" for k, v in fields.items())
 
@@ -109,6 +111,12 @@ def generate() -> list[Point]:
             add(Point("kpi_network_hourly", b.tags(level="device"), {
                 "samples": 60 * completeness, "expected": 60.0, "completeness": completeness,
                 "valid": completeness >= 0.75, "seen": True}, DAY_START + h * HOUR))
+        for h in _hours():
+            # Sealed telemetry: one gap for air-n1 at 05:00, two bad MACs for light-s1 at 09:00.
+            add(Point("device_integrity", b.tags(), {
+                "verified": 60, "gaps": int(b.device_id == "air-n1" and h == 5), "forks": 0,
+                "bad_mac": 2 * int(b.device_id == "light-s1" and h == 9), "replayed": 0},
+                DAY_START + h * HOUR))
         if b.device_id in ("light-n1", "light-s1"):
             # Two commands to each lamp: one carried out, one refused (it came retained).
             add(Point("device_command", b.tags(), {"id": "c-1", "ok": True},
@@ -128,6 +136,9 @@ def generate() -> list[Point]:
                 "availability": 1.0 - 0.01 * h if d == "north" else 1.0}, t + 1_800_000))
         add(Point("kpi_network_now", {"level": "city", "district": "all"}, {
             "registered": 9.0, "online": 9.0, "availability": 1.0 - 0.005 * h}, t + 1_800_000))
+        for d in ("north", "south"):
+            add(Point("integrity_receipt", {"district": d}, {
+                "leaves": 240 + h, "root": f"{d[0]}{h:02d}" + "ab" * 31, "sig": "cd" * 64}, t))
         _air(add, h, t)
         _noise(add, h, t)
         _mobility(add, h, t)

@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from support.services import Services, influx_query
 from urbanpulse.config import (
+    ArchiveSettings,
     InfluxSettings,
     KpiSettings,
     LogSettings,
@@ -43,6 +44,7 @@ def gateway_settings(services: Services, registry: Path, client_id: str, **influ
         stats=StatsSettings(interval_s=0.5),
         # Next to the test's registry: a spool left by one test must never replay into another.
         spool=SpoolSettings(path=registry.parent / f"spool-{client_id}"),
+        archive=ArchiveSettings(path=registry.parent / f"archive-{client_id}"),
         # Tests that need them turn these on: many gateways run at once here.
         metrics=MetricsSettings(port=0),
         kpi=KpiSettings(enabled=False),

@@ -54,10 +54,12 @@ def acl(
             lines += ["", "# The gateway: reads what the boards send (shared subscriptions "
                       "too).", f"user {user}"]
             lines += [f"topic read {prefix}/+/{channel}" for channel in BOARD_WRITES]
+            lines.append(f"topic write {prefix}/receipts/+")  # the hourly receipts
     for user in operators:
-        lines += ["", "# An operator: sends commands, reads their acks and the boards' status.",
+        lines += ["", "# An operator: sends commands, reads their acks, the boards' status and "
+                  "the receipts.",
                   f"user {user}", f"topic write {prefix}/+/cmd", f"topic read {prefix}/+/cmd/ack",
-                  f"topic read {prefix}/+/status"]
+                  f"topic read {prefix}/+/status", f"topic read {prefix}/receipts/+"]
     return "\n".join(lines) + "\n"
 
 

@@ -134,8 +134,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         print("warning: no command key (--command-key, [keys] command_public): this board "
               "carries out unsigned commands", file=sys.stderr)
     if key_store is None:
-        print("warning: no key store (--key-store, [keys] device_keys): the gateway has no "
-              "copy of this board's device key", file=sys.stderr)
+        print("warning: no key store (--key-store, [keys] device_keys): this board gets no "
+              "device key and sends unsealed (version 1) telemetry", file=sys.stderr)
     if args.passwd_file is not None:
         lines = "\n  ".join(mosquitto_config_lines(args.passwd_file, args.acl_file))
         print(f"broker: Mosquitto needs, in its configuration (then `systemctl reload "

@@ -368,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .signing import add_signing_commands
 
     add_signing_commands(sub)
+
+    # Open data anyone can verify: export, verify (cli/opendata.py).
+    from .opendata import add_opendata_commands
+
+    add_opendata_commands(sub)
     return parser
 
 

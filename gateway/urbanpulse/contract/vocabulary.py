@@ -33,6 +33,8 @@ MAX_ENERGY_WH = 1e12
 
 # Plausible sample timestamps: nothing before 2020 (a board that never synced its clock
 # stamps 2000-01-01 or 1970), nothing far in the future (see validation settings).
+# Hours are UTC hours, in ms (KPI windows, device_integrity, receipts).
+HOUR_MS = 3_600_000
 MIN_TIMESTAMP_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 
 FieldType = Literal["float", "bool"]
@@ -102,6 +104,8 @@ DEVICE_STATUS_MEASUREMENT = "device_status"
 # MAC verified, of those the gaps and forks in the chain, and the messages refused.
 DEVICE_INTEGRITY_MEASUREMENT = "device_integrity"
 DEVICE_INTEGRITY_FIELDS: tuple[str, ...] = ("verified", "gaps", "forks", "bad_mac", "replayed")
+# The hourly receipts (CONTRACT.md v2), per district at the hour's start: leaves, root, sig.
+INTEGRITY_RECEIPT_MEASUREMENT = "integrity_receipt"
 # A board's answers to commands (city/{id}/cmd/ack), stored as they arrive.
 DEVICE_COMMAND_MEASUREMENT = "device_command"
 MAX_ACK_BYTES = 1024

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
 
+from urbanpulse.contract.vocabulary import DEVICE_INTEGRITY_FIELDS
+
 from . import panels as p
 from .influxql import location_variables
 from .queries import count_latest, latest, per_interval, points
@@ -62,6 +64,29 @@ def build() -> dash.Dashboard:
             " the command's id, ok, and the reason of a refusal (retained, bad JSON, a bad "
             "value).",
             transformations=[p.merge_tables()], width=24, height=6))
+        .with_panel(p.table_panel(
+            "Sealed telemetry per board",
+            [latest("device_integrity", DEVICE_INTEGRITY_FIELDS, None, BY_DEVICE,
+                    variables=VARS, agg="sum")],
+            description="Contract v2, over the range: sealed messages verified and stored, "
+            "gaps (messages lost or withheld upstream), forks (two messages naming the same "
+            "predecessor), messages refused for a bad or missing MAC and replays. Anything "
+            "but verified deserves a look.",
+            transformations=[p.merge_tables(), p.hide_time()], width=16, height=6))
+        .with_panel(p.table_panel(
+            "Receipts by district",
+            [latest("integrity_receipt", ["leaves", "root"], None, ["district"],
+                    variables=("district",))],
+            description="The latest hourly receipt of each district (signed Merkle root of "
+            "the sealed payloads that arrived in that hour, also published retained on "
+            "city/receipts/{district}).",
+            transformations=[p.merge_tables(), p.hide_time()], width=8, height=6))
+        .with_panel(p.timeseries_panel(
+            "Chain problems per hour",
+            [points("device_integrity", ["gaps", "forks", "bad_mac", "replayed"], None,
+                    ["device_id"], variables=VARS)],
+            p.COUNT, description="Per board and hour of arrival (device_integrity).",
+            bars=True, width=24))
         .with_panel(p.timeseries_panel(
             "Battery", [per_interval("device_health", "battery", "min", ["device_id"],
                                      variables=VARS)],

@@ -59,10 +59,11 @@ def per_interval(
 
 def latest(
     measurement: str, fields: Sequence[str], level: str | None, by: Sequence[str], *,
-    variables: Sequence[str] | None = None,
+    variables: Sequence[str] | None = None, agg: str = "last",
 ) -> str:
-    """The latest value of each field in the range, one row per `by` tag combination."""
-    cols = ", ".join(f'last("{f}") AS "{f}"' for f in fields)
+    """The latest value of each field in the range (or with ``agg="sum"``, the total of
+    counts stored per hour), one row per `by` tag combination."""
+    cols = ", ".join(f'{agg}("{f}") AS "{f}"' for f in fields)
     return (f'SELECT {cols} FROM "{measurement}" WHERE {_where(level, variables, "")} '
             f"GROUP BY {_group(by)}")
 

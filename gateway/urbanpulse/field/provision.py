@@ -131,7 +131,7 @@ def validate_with_firmware(config_text: str, firmware: Path | None = None) -> No
 
 # -- config.json ---------------------------------------------------------------------------
 def _config(req: BoardRequest, device: Device, password: str | None,
-            device_key: str) -> dict[str, Any]:
+            device_key: str | None) -> dict[str, Any]:
     if req.simulated:
         sensors = simulated_sensors(device.kind)
     elif req.sensors is not None:
@@ -260,7 +260,9 @@ def provision(req: BoardRequest) -> Provisioned:
         raise ProvisionError(f"{config_path} exists; use --force to replace it")
 
     password = secrets.token_urlsafe(PASSWORD_BYTES) if req.passwd_file is not None else None
-    device_key = new_device_key()
+    # Without a key store the gateway could not check the board's seal: no key, and the
+    # board sends unsealed (version 1) telemetry.
+    device_key = new_device_key() if req.key_store is not None else None
     config = _config(req, device, password, device_key)
     text = render_config(config)
     validate_with_firmware(text)
@@ -280,7 +282,7 @@ def provision(req: BoardRequest) -> Provisioned:
                 rules = acl(req.prefix)
                 if old != rules:
                     staged.append((_write_staged(rules, tmp_dir, "acl", 0o600), req.acl_file))
-            if req.key_store is not None:
+            if req.key_store is not None and device_key is not None:
                 staged.append((with_key(req.key_store, device.device_id,
                                         bytes.fromhex(device_key), tmp_dir), req.key_store))
             if req.mqtt_ca is not None:

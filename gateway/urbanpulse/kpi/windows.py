@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-HOUR_MS = 3_600_000
+from urbanpulse.contract.vocabulary import HOUR_MS as HOUR_MS  # the KPIs take it from here
+
 DAY_MS = 24 * HOUR_MS
 
 

@@ -4,8 +4,9 @@ The broker redelivers a message whose acknowledgement it has not seen (the gatew
 or restarted). Storage is already idempotent, since the same points (series and timestamp)
 overwrite themselves in InfluxDB, so this memory is not what keeps data correct: it saves
 writing the points again and lets ``duplicates`` be counted. It is bounded (least recently
-seen forgotten first) and lives in memory only; after a restart a redelivered message is
-simply written again.
+seen forgotten first) and lives in memory; after a restart a redelivered version 1 message is
+simply written again. For sealed (v2) messages it tells a redelivery from a replay, by a
+fingerprint of the payload's SHA-256, and trail.py fills it from the archive at start.
 
 A redelivery carries the same bytes. The same (device_id, boot, seq) with other content is not
 a duplicate but a board that counts again from an old boot number (its flash was erased, or
@@ -54,6 +55,17 @@ class RecentMessages:
             if len(self._seen) > self.max_entries:
                 self._seen.popitem(last=False)
             return False
+
+    def known(self, device_id: str, boot: int, seq: int, fingerprint: int) -> bool:
+        """Whether this message (same id, same fingerprint) was remembered; remembers nothing
+        (sealed messages: remember() once the chain accepted it)."""
+        with self._lock:
+            number = self._devices.get(device_id)
+            return number is not None and self._seen.get(
+                number << 64 | boot << 32 | seq) == fingerprint
+
+    def remember(self, device_id: str, boot: int, seq: int, fingerprint: int) -> None:
+        self.seen_before(device_id, boot, seq, fingerprint)
 
     def __len__(self) -> int:
         return len(self._seen)

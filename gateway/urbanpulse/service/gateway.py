@@ -34,13 +34,12 @@ from urbanpulse.influx.deadletter import DeadLetterFile
 from urbanpulse.influx.writer import PointWriter, WriteError, make_writer
 from urbanpulse.kpi.job import KpiJob
 from urbanpulse.kpi.windows import hour_start
-from urbanpulse.registry.devices import RegistryError, RegistryWatcher
-from urbanpulse.registry.keystore import KeyStoreError, KeyStoreWatcher
 
 from .acks import AckHandler
 from .batcher import AckToken, Batcher
 from .channels import DeviceChannel
 from .dedup import RecentMessages
+from .directory import Directory
 from .health import HealthHandler
 from .liveness import Liveness, StatusHandler, device_info_points
 from .logs import RateLimitedLog
@@ -54,6 +53,7 @@ from .spool import Spool
 from .stats import Stats
 from .status import GatewayStatus
 from .telemetry import MessageHandler
+from .trail import Trail
 
 log = logging.getLogger("urbanpulse.gateway")
 
@@ -84,9 +84,9 @@ class Gateway:
         self.report = WorkerReport() if role == "worker" else None
         self.peers = PeerTotals()  # the workers' last reports (a coordinator's)
         self.stats = Stats()
-        self.registry_watcher = RegistryWatcher(settings.registry.path)
-        path = settings.keys.device_keys
-        self.key_watcher = KeyStoreWatcher(path) if path is not None else None
+        self.directory = Directory(settings.registry.path, settings.keys.device_keys)
+        self.registry_watcher = self.directory.registry_watcher
+        self.key_watcher = self.directory.key_watcher
         # Timed, so that the watchdog sees a write that hangs and /metrics its latency.
         self.writer = ObservedWriter(writer or make_writer(settings.influx))
         self.notifier = notifier or Notifier()
@@ -94,7 +94,7 @@ class Gateway:
             logging.getLogger("urbanpulse.rejected"), settings.log.rejection_interval_s
         )
         prefix = settings.mqtt.topic_prefix
-        registry = lambda: self.registry_watcher.registry  # noqa: E731 - read at each call
+        registry = lambda: self.directory.registry  # noqa: E731 - read at each call
         self.handler = MessageHandler(
             prefix,
             registry,
@@ -103,16 +103,24 @@ class Gateway:
             self._rejections,
             RecentMessages(settings.dedup.max_entries),
             on_accepted=self.note_late_samples,
-            keys=None if self.key_watcher is None else self._device_keys,
+            keys=None if self.key_watcher is None else self.directory.keys,
         )
+        self.trail = Trail(
+            settings, None if role == "coordinator" else
+            "main" if partition is None else f"worker-{partition.index}",
+            receipts=role != "worker", publish=lambda t, p: self.session.publish(t, p),
+            offer=self._add_housekeeping, tags=self.directory.tag_string)
+        self.handler.chains = self.trail.chains
+        self.handler.archive = self.trail.archive
         # KPIs are computed from stored data in a thread of their own, with their own
         # connections, so that a slow KPI run never holds up storing readings.
         self.kpi = KpiJob(settings, registry, backlog=self._store_backlog)
         self.kpi.enabled = self.kpi.enabled and role != "worker"
         self.batcher = Batcher(
             self.writer,
-            # The session is made below; the batcher acks only once started.
-            lambda tokens: self.session.ack(tokens),
+            # The session is made below; the batcher acks only once started, and only what
+            # the archive holds on disk.
+            self._ack,
             self.stats,
             max_points=settings.batch.max_points,
             max_delay_s=settings.batch.max_delay_s,
@@ -151,7 +159,7 @@ class Gateway:
         self.boards = None if partition is None else WorkerBoards(partition, prefix,
                                                                   settings.spool.path)
         if self.boards is not None:
-            self.topics = self.boards.topics(self._device_ids())
+            self.topics = self.boards.topics(self.directory.device_ids())
         self._ready_sent = False
         self._due = dict.fromkeys(("reload", "stats", "tick", "ping", "integrity"), 0.0)
         self._started = time.monotonic()
@@ -238,7 +246,8 @@ class Gateway:
             # Not fatal: points wait (unacknowledged) until InfluxDB answers.
             log.warning("could not ensure the database exists yet: %s", exc)
         if self.role != "worker":
-            self.batcher.add(device_info_points(self.registry_watcher.registry, _now_ms()))
+            self.batcher.add(device_info_points(self.directory.registry, _now_ms()))
+        self.trail.replay(_now_ms(), self.handler.recent)
         self.batcher.start()
         self.kpi.start()
         self._started = time.monotonic()
@@ -261,7 +270,7 @@ class Gateway:
             self.settings.influx.url,
             self.settings.influx.api,
             self.settings.registry.path,
-            len(self.registry_watcher.registry),
+            len(self.directory.registry),
         )
 
     def run(self) -> None:
@@ -292,9 +301,9 @@ class Gateway:
             if now >= due["tick"]:
                 due["tick"] = now + LIVENESS_TICK_S
                 self._add_housekeeping(self.liveness.tick())
-        if now >= due["integrity"] and self.role != "coordinator":
+        if now >= due["integrity"]:
             due["integrity"] = now + self.settings.stats.interval_s
-            self.handler.chains.flush(self._tag_string, _now_ms(), self._add_housekeeping)
+            self.trail.tick(_now_ms())
         ping_every = self.notifier.watchdog_interval_s
         if ping_every is not None and now >= due["ping"]:
             due["ping"] = now + ping_every
@@ -353,7 +362,7 @@ class Gateway:
             uptime_s=time.monotonic() - self._started,
             write_in_flight_s=self.writer.busy_for(),
             write_latency=self.writer.latency(),
-            devices=tuple(self.registry_watcher.registry.devices),
+            devices=tuple(self.directory.registry.devices),
             states=self.liveness.states(),
         )
 
@@ -378,6 +387,7 @@ class Gateway:
         if not flushed:
             log.warning("could not store pending points in time; the broker will redeliver")
         self.session.stop()
+        self.trail.close()
         self.writer.close()
         if self._metrics is not None:
             self._metrics.close()
@@ -386,41 +396,23 @@ class Gateway:
         log.info("gateway stopped: %s", self.stats.snapshot())
 
     def _reload_registry(self) -> None:
-        try:
-            changed = self.registry_watcher.poll()
-        except RegistryError as exc:
-            log.error("registry not reloaded, keeping the previous one: %s", exc)
-            changed = False
-        if changed:
-            log.info("registry reloaded: %d devices", len(self.registry_watcher.registry))
+        if self.directory.poll():
             self._device_info_due = True
             if self.boards is not None:
-                self.topics = self.boards.topics(self._device_ids())
+                self.topics = self.boards.topics(self.directory.device_ids())
                 self.session.set_topics(self.topics)
         if self.boards is not None and self.connected.is_set():
             stale = self.session.stale()
             if stale:
-                self.session.release(self.boards.releasable(stale, self._device_ids()))
-        if self.key_watcher is not None:
-            try:
-                if self.key_watcher.poll():
-                    log.info("device keys reloaded: %d boards", len(self.key_watcher.keys))
-            except KeyStoreError as exc:
-                log.error("device keys not reloaded, keeping the previous ones: %s", exc)
+                self.session.release(self.boards.releasable(stale, self.directory.device_ids()))
         if self._device_info_due:
             self._device_info_due = not self._add_housekeeping(
-                device_info_points(self.registry_watcher.registry, _now_ms())
+                device_info_points(self.directory.registry, _now_ms())
             )
 
-    def _device_keys(self) -> dict[str, bytes]:
-        return {} if self.key_watcher is None else self.key_watcher.keys
-
-    def _tag_string(self, device_id: str) -> str | None:
-        device = self.registry_watcher.registry.get(device_id)
-        return None if device is None else device.tag_string
-
-    def _device_ids(self) -> set[str]:
-        return {d.device_id for d in self.registry_watcher.registry.devices}
+    def _ack(self, tokens: list[AckToken]) -> None:
+        self.trail.sync()
+        self.session.ack(tokens)
 
     def _stats_point(self) -> str:
         return self.snapshot().stats_point(self.settings.mqtt.client_id, _now_ms())

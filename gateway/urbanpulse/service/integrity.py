@@ -26,8 +26,11 @@ from typing import TypeVar
 
 from urbanpulse.contract.lineprotocol import encode_field_value
 from urbanpulse.contract.sealed import genesis
-from urbanpulse.contract.vocabulary import DEVICE_INTEGRITY_FIELDS, DEVICE_INTEGRITY_MEASUREMENT
-from urbanpulse.kpi.windows import HOUR_MS
+from urbanpulse.contract.vocabulary import (
+    DEVICE_INTEGRITY_FIELDS,
+    DEVICE_INTEGRITY_MEASUREMENT,
+    HOUR_MS,
+)
 
 RECENT = 16
 K = TypeVar("K")
@@ -67,8 +70,9 @@ class Chains:
         self._changed: set[tuple[str, int]] = set()
 
     def check(self, device_id: str, boot: int, seq: int, prev: bytes, digest: bytes,
-              now_ms: int) -> Check:
-        """The verdict on a message whose MAC verified; a new one becomes the chain's tip."""
+              now_ms: int, on_new: Callable[[], object] | None = None) -> Check:
+        """The verdict on a message whose MAC verified; a new one becomes the chain's tip,
+        once ``on_new`` (archiving it) has returned: if it raises, nothing changes."""
         key = boot << 32 | seq
         with self._lock:
             chain = self._chains.get(device_id)
@@ -87,6 +91,8 @@ class Chains:
                         "and not a copy of a recent one"))
             gap = prev != (chain.tip if chain is not None else genesis(device_id))
             fork = chain is not None and prev in chain.prevs
+            if on_new is not None:
+                on_new()
             if chain is None:
                 chain = self._chains[device_id] = _Chain(digest, key)
             chain.tip = digest
@@ -102,6 +108,14 @@ class Chains:
             (gap, "gap: prev is not the last message accepted from this board"),
             (fork, "fork: another accepted message has the same prev")) if flag)
         return Check(Verdict.NEW, gap, fork, detail)
+
+    def settle(self, now_ms: int) -> None:
+        """After a replay of the archive: only the current hour's counts are kept, and none
+        is to be written again (they are what was stored before)."""
+        with self._lock:
+            hour = now_ms - now_ms % HOUR_MS
+            self._counts = {k: v for k, v in self._counts.items() if k[1] == hour}
+            self._changed.clear()
 
     def bad_mac(self, device_id: str, now_ms: int) -> None:
         with self._lock:

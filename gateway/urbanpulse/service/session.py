@@ -116,6 +116,12 @@ class BrokerSession:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def publish(self, topic: str, payload: bytes, retain: bool = True) -> bool:
+        """Queue a QoS 1 message (the gateway's receipts); False if not connected."""
+        if not self.connected.is_set():
+            return False
+        return self._client.publish(topic, payload, qos=1, retain=retain).rc == 0
+
     def ack(self, tokens: list[AckToken]) -> None:
         with self._ack_lock:
             for generation, mid, qos in tokens:

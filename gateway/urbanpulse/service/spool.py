@@ -35,11 +35,11 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+from urbanpulse.config import FsyncPolicy
 
 log = logging.getLogger("urbanpulse.spool")
 
-FsyncPolicy = Literal["always", "interval", "never"]
 
 _HEADER = struct.Struct("<IIIQ")
 HEADER_BYTES = _HEADER.size

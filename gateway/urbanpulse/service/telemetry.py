@@ -34,6 +34,7 @@ from urbanpulse.contract.sealed import check_mac, digest, is_sealed
 from urbanpulse.contract.vocabulary import VOCABULARY
 from urbanpulse.registry.devices import RegisteredDevice, Registry
 
+from .archive import Archive
 from .channels import DeviceChannel
 from .dedup import RecentMessages
 from .integrity import Chains, Verdict
@@ -73,15 +74,17 @@ class MessageHandler:
         on_accepted: Callable[[str, int, int], None] | None = None,
         keys: Callable[[], Mapping[str, bytes]] | None = None,
         chains: Chains | None = None,
+        archive: Archive | None = None,
     ) -> None:
         # Topic to registered device, counting and logging: shared with health and status.
         self._channel = DeviceChannel("telemetry", topic_prefix, registry, stats, rejection_log)
         self._validator = validator
         self._stats = stats
-        self._recent = recent
+        self.recent = recent  # the memory of recent messages (trail.py fills it at start)
         self._on_accepted = on_accepted
         self._keys = keys
         self.chains = chains or Chains()
+        self.archive = archive
         self._log = rejection_log
 
     def _mac_problem(self, device_id: str, payload: bytes, sealed: bool) -> str | None:
@@ -131,20 +134,35 @@ class MessageHandler:
             times = [sample.t for sample in message.samples]
             span = (min(times), max(times)) if times else None
         if prev is not None:
-            check = self.chains.check(device_id, boot, seq, bytes.fromhex(prev),
-                                      digest(payload), now_ms)
+            sha = digest(payload)
+            fingerprint = int.from_bytes(sha[:8])
+            if self.recent is not None and self.recent.known(device_id, boot, seq,
+                                                               fingerprint):
+                # Redelivered (the broker's, or after a restart: trail.py fills the memory
+                # from the archive): archived already, perhaps not stored yet. Its points
+                # are written again (the same points: InfluxDB keeps one).
+                self._stats.duplicate()
+                return lines
+            archive = self.archive
+            district = device.device.district
+            check = self.chains.check(
+                device_id, boot, seq, bytes.fromhex(prev), sha, now_ms,
+                None if archive is None else
+                lambda: archive.append(device_id, district, boot, seq, payload))
             if check.verdict is Verdict.REPLAYED:
                 channel.reject(Rejection(Reason.REPLAYED, check.detail), topic)
                 return []
             if check.verdict is Verdict.DUPLICATE:
                 self._stats.duplicate()
-                return []
+                return lines
+            if self.recent is not None:
+                self.recent.remember(device_id, boot, seq, fingerprint)
             if check.detail:
                 self._log.log("chain", logging.WARNING,
                               f"telemetry device={device_id} boot={boot} seq={seq}: "
                               f"{check.detail}")
         # Points first: a message is remembered only once it has yielded its points.
-        elif self._recent is not None and self._recent.seen_before(
+        elif self.recent is not None and self.recent.seen_before(
             device_id, boot, seq, zlib.crc32(payload)
         ):
             # A redelivery: no points, so its ack queues behind the original's points and is

@@ -136,7 +136,8 @@ def write_gateway_config(settings: StackSettings) -> Path:
         },
         "registry": {"path": "devices.csv"},
         "keys": {"device_keys": str(keys / "device-keys.json"),
-                 "command_public": str(root / "command.pub")},
+                 "command_public": str(root / "command.pub"),
+                 "receipt_key": str(keys / "receipt.key")},
     }
     path = root / "urbanpulse.toml"
     path.write_text("# Written by `urbanpulse stack up --secure`; see README.md for every key.\n"
