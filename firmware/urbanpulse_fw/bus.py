@@ -33,10 +33,25 @@ def pin_in(n, pull_up, chip):
     return m.Pin(n, m.Pin.IN, p)
 
 
-def pin_out(n, chip):
+def pin_out(n, chip, value=0, hold=False):
+    """An output pin at ``value``; with ``hold`` (the ESP32's pad hold) its level stays
+    through a reset, until the next start sets it (held_value)."""
     if HOST:
-        return m.Pin(n, m.Pin.OUT, chip=chip)
-    return m.Pin(n, m.Pin.OUT, value=0)
+        p = m.Pin(n, m.Pin.OUT, chip=chip)
+        p.value(value)
+        return p
+    if hold:
+        return m.Pin(n, m.Pin.OUT, value=value, hold=True)
+    return m.Pin(n, m.Pin.OUT, value=value)
+
+
+def held_value(p, v):
+    """Set a held output pin: a held pad ignores writes, so it is set up again, held."""
+    if p.value() != v:
+        if HOST:
+            p.value(v)
+        else:
+            p.init(m.Pin.OUT, value=v, hold=True)
 
 
 def adc(n, chip):

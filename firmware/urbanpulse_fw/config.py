@@ -6,6 +6,8 @@
 #  "wifi": {"ssid": "urbanpulse",        required (ignored by the host stand-in)
 #           "password": "secret"},       string or null (open network)
 #  "mqtt": {"host": "127.0.0.1",         required
+#           "backup_hosts": [],          brokers tried in turn when the one before fails
+#                                        (same port, user and TLS settings); default none
 #           "port": 18831,               default 1883
 #           "username": null,            string or null
 #           "password": null,            string or null; needs a username (MQTT 3.1.1)
@@ -13,7 +15,8 @@
 #           "keepalive_s": 30,           0..65535, default 30
 #           "tls": null},                null: plain MQTT; or {"ca_file": "ca.der" (the city's
 #                                        CA, DER: the only one trusted), "hostname": null (the
-#                                        name in the broker's certificate; null: host)}
+#                                        name in the broker's certificate; null: the host
+#                                        dialled)}
 #  "ntp_host": null,                     NTP server; null: the broker's host (the public pool
 #                                        may be blocked on a city network)
 #  "sample_interval_s": 5,               0.01..86400, fractions allowed (tests); default 5
@@ -123,10 +126,15 @@ def validate(raw):
     c["wifi_password"] = _get(w, "password", "wifi.password", str, None)
 
     m = _obj(raw["mqtt"], "mqtt",
-             ("host", "port", "username", "password", "prefix", "keepalive_s", "tls"))
+             ("host", "backup_hosts", "port", "username", "password", "prefix",
+              "keepalive_s", "tls"))
     c["mqtt_host"] = _get(m, "host", "mqtt.host", str)
     if not c["mqtt_host"]:
         _fail("mqtt.host", "must not be empty")
+    b = m.get("backup_hosts", [])
+    if type(b) is not list or len(b) > 4 or [h for h in b if type(h) is not str or not h]:
+        _fail("mqtt.backup_hosts", "must be a list of up to 4 host names")
+    c["mqtt_hosts"] = [c["mqtt_host"]] + b
     c["mqtt_port"] = _get(m, "port", "mqtt.port", int, 1883, 1, 65535)
     c["mqtt_username"] = _get(m, "username", "mqtt.username", str, None)
     c["mqtt_password"] = _get(m, "password", "mqtt.password", str, None)
@@ -143,7 +151,7 @@ def validate(raw):
         # (CA file, name in the broker's certificate); startup.py makes the TLS context
         _obj(t, "mqtt.tls", ("ca_file", "hostname"))
         c["mqtt_tls"] = (_get(t, "ca_file", "mqtt.tls.ca_file", str, "ca.der"),
-                         _get(t, "hostname", "mqtt.tls.hostname", str, c["mqtt_host"]))
+                         _get(t, "hostname", "mqtt.tls.hostname", str, None))
 
     for k, v in (("sample_interval_s", 5), ("publish_interval_s", 10)):
         c[k] = _get(raw, k, k, float, v, 0.01, 86400)

@@ -32,6 +32,11 @@ _REFUSED = const(("", "unacceptable protocol version", "identifier rejected",
                   "not authorized"))  # CONNACK return codes 1..5
 
 
+def resolve(host, port):
+    """The address of host:port (DNS: blocks until answered or timed out)."""
+    return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+
+
 class MQTTError(Exception):
     pass
 
@@ -266,13 +271,13 @@ class Client:
         self.buf = b[n:]
         return b[0], b[r[1]:n]
 
-    def connect(self, clean=True):
-        """Connect and wait for CONNACK; raises MQTTError on any failure. Publishes still in
-        flight are sent again with DUP set. Returns the session-present flag."""
+    def connect(self, clean=True, addr=None):
+        """Connect (to addr, else self.host resolved now) and wait for CONNACK; raises
+        MQTTError on any failure. Publishes still in flight are sent again with DUP set.
+        Returns the session-present flag."""
         self.close()
         try:
-            self.sock = self._open(
-                socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1])
+            self.sock = self._open(addr or resolve(self.host, self.port))
         except OSError as e:
             raise MQTTError(e)  # prints as the OSError; the caller knows where it tried
         except ValueError as e:  # the TLS handshake refused the broker's certificate

@@ -55,7 +55,10 @@ def _lamp(e, name, t):
     lat = c.num(e, "lat", name, 52.37, -90, 90)
     lon = c.num(e, "lon", name, 4.9, -180, 180)
     auto = c.flag(e, "auto", name, True)
-    relay = bus.pin_out(c.pin(e.get("relay", 26), name + ".relay", name, True), "relay")
+    from urbanpulse_fw.drivers import lamp
+
+    relay = bus.pin_out(c.pin(e.get("relay", 26), name + ".relay", name, True), "relay",
+                        lamp.start_level(auto), True)
     meter = None
     pz = e.get("pzem", {})
     if pz is not None:

@@ -23,11 +23,15 @@ class Uplink:
         self.log = log
         self.stats = None  # type: Any  # () -> str for the connect log line (the main loop's)
         self.topic = "%s/%s/" % (cfg["mqtt_prefix"], cfg["device_id"])
-        self.broker = "%s:%d" % (cfg["mqtt_host"], cfg["mqtt_port"])  # for the log, made once
-        c = mqtt.Client(cfg["device_id"], cfg["mqtt_host"], cfg["mqtt_port"],
+        # The broker, then its backups, tried in turn; each one's address resolved once
+        # (getaddrinfo blocks the main loop, seconds when DNS is slow) until it fails.
+        self.hosts = cfg["mqtt_hosts"]
+        self.at = 0
+        self.addrs = {}  # type: dict
+        self.broker = "%s:%d" % (self.hosts[0], cfg["mqtt_port"])  # for the log
+        c = mqtt.Client(cfg["device_id"], self.hosts[0], cfg["mqtt_port"],
                         cfg["mqtt_username"], cfg["mqtt_password"], cfg["mqtt_keepalive_s"])
         c.set_last_will(self.topic + "status", OFFLINE, True, 1)
-        c.tls = cfg["mqtt_tls"]
         self.client = c
         now = time.ticks_ms()
         self.next_connect = now
@@ -70,14 +74,27 @@ class Uplink:
             self.log("mqtt: waiting for the clock (TLS)")
             self.next_connect = time.ticks_add(time.ticks_ms(), 2000)
             return
+        c = self.client
+        host = c.host = self.hosts[self.at]
+        t = self.cfg["mqtt_tls"]
+        if t:
+            c.tls = (t[0], t[1] or host)  # the certificate names the host dialled
         try:
-            self.client.connect(self.clean)
+            addr = self.addrs.get(host)
+            if addr is None:
+                addr = self.addrs[host] = mqtt.resolve(host, c.port)
+            c.connect(self.clean, addr)
         except (OSError, mqtt.MQTTError) as e:
-            n = jitter(self.backoff)
+            self.addrs.pop(host, None)  # resolved again next time: it may have moved
+            self.at = (self.at + 1) % len(self.hosts)
+            # The next broker at once; after a round of them all, back off.
+            n = jitter(self.backoff) if self.at == 0 else 100
             # In parts (see MainLoop.log): this is logged all through an outage.
             self.log("mqtt connect to ", self.broker, " failed: ", e, "; retry in ", n, " ms")
+            self.broker = "%s:%d" % (self.hosts[self.at], c.port)
             self.next_connect = time.ticks_add(time.ticks_ms(), n)
-            self.backoff = min(self.backoff * 2, 60000)
+            if self.at == 0:
+                self.backoff = min(self.backoff * 2, 60000)
             return
         self.backoff = 1000
         self.log("mqtt connected to ", self.broker, " (", self.stats(), ")")

@@ -166,6 +166,9 @@ class ArchiveSettings(_Section):
     # Closed hours older than this many days are deleted, receipts kept; None: kept for ever
     # (an export can prove only what the archive still holds).
     retention_days: Annotated[float, Field(gt=0)] | None = None
+    # And at most this many bytes: the oldest closed hours go first, receipts kept; None: no
+    # bound (an hour not yet receipted is never deleted, whatever its size).
+    max_bytes: Annotated[int, Field(ge=1 << 20)] | None = None
 
 
 class ExportSettings(_Section):

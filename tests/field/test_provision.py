@@ -65,6 +65,18 @@ def files(tmp_path: Path) -> dict[str, bytes]:
             for p in sorted(tmp_path.rglob("*")) if p.is_file()}
 
 
+def test_backup_brokers_go_into_the_boards_config(tmp_path: Path) -> None:
+    result = provision(tmp_path, "air-north-07", "--simulated", "--mqtt-backup-host",
+                       "10.0.0.6", "--mqtt-backup-host", "mqtt3.city.example")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "boards" / "air-north-07" / "config.json").read_text())
+    assert (config["mqtt"]["host"], config["mqtt"]["backup_hosts"]) == (
+        "10.0.0.5", ["10.0.0.6", "mqtt3.city.example"])
+    refused = provision(tmp_path, "air-north-08", "--simulated", *(
+        a for h in range(5) for a in ("--mqtt-backup-host", f"10.0.1.{h}")))
+    assert refused.returncode == 2 and "mqtt.backup_hosts" in refused.stderr
+
+
 def test_provision_writes_everything_and_prints_a_label(tmp_path: Path) -> None:
     result = provision(tmp_path, "air-north-01", "--site", "Town Hall", "--lat", "52.3702",
                        "--lon", "4.8952", "--interval", "120", "--simulated")

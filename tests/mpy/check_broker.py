@@ -173,3 +173,41 @@ def test_reconnect_resends_unacked_with_same_payload():
     eq(obs.got[0][1], b"seq 0", "delivered after reconnect")
     c.disconnect()
     obs.disconnect()
+
+
+def test_uplink_tries_the_backup_broker_and_resolves_each_host_once():
+    # The first broker refuses (nothing listens on 127.0.0.9): the next one is tried at once.
+    # An address is resolved once (getaddrinfo blocks the main loop) and again only after a
+    # failure; the board stays with the broker that answered.
+    from urbanpulse_fw import uplink
+
+    calls = []
+    real = mqtt.resolve
+
+    def counting(host, p):
+        calls.append(host)
+        return real(host, p)
+
+    mqtt.resolve = counting
+    try:
+        device = unique("bk")
+        cfg = {"device_id": device, "mqtt_hosts": ["127.0.0.9", "127.0.0.1"],
+               "mqtt_port": port(), "mqtt_prefix": "test", "mqtt_username": None,
+               "mqtt_password": None, "mqtt_keepalive_s": 30, "mqtt_tls": None}
+        logs = []
+        up = uplink.Uplink(cfg, 1, lambda *parts: logs.append("".join(str(x) for x in parts)))
+        up.stats = lambda: ""
+        up.connect()
+        eq(up.client.connected, False, "the first broker refused")
+        assert "mqtt connect to 127.0.0.9:" in logs[0] and "retry in 100 ms" in logs[0], logs
+        up.connect()
+        eq(up.client.connected, True, "the backup answered")
+        up.client.disconnect()
+        up.connect()
+        eq(up.client.connected, True, "again, to the one that answered")
+        eq(calls, ["127.0.0.9", "127.0.0.1"], "each address resolved once")
+        up.client.publish("test/%s/status" % device, b"", 1, True)  # no retained leftovers
+        poll_until([up.client], lambda: not up.client.inflight())
+        up.client.disconnect()
+    finally:
+        mqtt.resolve = real

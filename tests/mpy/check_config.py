@@ -109,6 +109,20 @@ def test_wrong_types_and_ranges_named():
     bad(lambda r: r.__setitem__("max_buffer_bytes", 10), "max_buffer_bytes")
 
 
+def test_backup_brokers_follow_the_broker():
+    c = config.validate(example())
+    eq(c["mqtt_hosts"], ["127.0.0.1"], "the broker alone")
+    raw = example()
+    raw["mqtt"]["backup_hosts"] = ["mqtt2.city.example", "10.0.0.3"]
+    raw["mqtt"]["tls"] = {"ca_file": "ca.der"}
+    c = config.validate(raw)
+    eq(c["mqtt_hosts"], ["127.0.0.1", "mqtt2.city.example", "10.0.0.3"], "tried in turn")
+    eq(c["mqtt_tls"], ("ca.der", None), "the certificate names the host dialled")
+    bad(lambda r: r["mqtt"].__setitem__("backup_hosts", "mqtt2"), "mqtt.backup_hosts")
+    bad(lambda r: r["mqtt"].__setitem__("backup_hosts", [""]), "mqtt.backup_hosts")
+    bad(lambda r: r["mqtt"].__setitem__("backup_hosts", ["a"] * 5), "mqtt.backup_hosts")
+
+
 def test_sensors_checked():
     # The list itself is checked here; its entries by sensors.build() at start, where a bad
     # entry is reported but does not stop the board.

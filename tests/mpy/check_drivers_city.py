@@ -1,11 +1,12 @@
 # Street drivers against the emulated hardware: noise (energetic means), vehicle pulses,
 # parking hysteresis, streetlight relay and PZEM-004T meter, river level, soil moisture.
 import math
+import os
 import time
 
 import hostbus
 from drivertest import build, near, one, poll_for, poll_until, read
-from mpytest import eq, setting
+from mpytest import eq, rmtree, setting, tmpdir
 from urbanpulse_fw import clock
 from urbanpulse_fw.drivers import lamp, pulse, pzem, water
 
@@ -162,6 +163,21 @@ def test_pzem_crc_errors_silence_and_wrong_address():
     assert "power" in read(s) and s.fault is None, "recovered"
 
 
+def in_tmpdir(fn):
+    # The lamp keeps the schedule's decision in a file (lamp.STATE): in a folder of its own.
+    def run():
+        here = os.getcwd()
+        d = tmpdir("lamp")
+        os.chdir(d)
+        try:
+            fn()
+        finally:
+            os.chdir(here)
+            rmtree(d)
+    return run
+
+
+@in_tmpdir
 def test_lamp_follows_dusk_and_dawn_and_remote_commands():
     noon = 1750507200000  # 2025-06-21 12:00 UTC
     near(lamp.sun_altitude(noon, 52.37, 4.9), 61.0, 0.6, "midsummer noon in Amsterdam")
@@ -176,6 +192,7 @@ def test_lamp_follows_dusk_and_dawn_and_remote_commands():
     eq(read(s), {"lamp_on": night}, "back to the schedule")
 
 
+@in_tmpdir
 def test_lamp_is_lit_until_the_clock_is_known():
     # A street must not stay dark because WiFi or NTP is down after power-on: without a valid
     # clock the schedule cannot say, and the lamp is on; once the time is known it decides.
@@ -190,6 +207,30 @@ def test_lamp_is_lit_until_the_clock_is_known():
         eq(read(s), {"lamp_on": night}, "the schedule once the time is known")
     finally:
         clock._anchor = saved
+
+
+@in_tmpdir
+def test_a_reset_keeps_the_lamp_as_the_schedule_last_set_it():
+    # The schedule decided (the time was known); the board resets and starts without the
+    # time (no WiFi yet): the relay starts at that decision, not lit by default, and the
+    # schedule takes over again once the time is known.
+    s = one({"type": "lamp", "pzem": None}, "streetlight")
+    night = lamp.sun_altitude(time.time() * 1000, 52.37, 4.9) < -3
+    eq(read(s), {"lamp_on": night}, "the schedule now")
+    with open(lamp.STATE) as f:
+        eq(f.read(), "1" if night else "0", "its decision kept in flash")
+    eq(lamp.start_level(True), 1 if night else 0, "the relay's level at the next start")
+    saved = clock._anchor
+    clock._anchor = [0, clock.ticks()]  # the next start: no NTP yet
+    try:
+        s = one({"type": "lamp", "pzem": None}, "streetlight")
+        eq(s.relay.value(), 1 if night else 0, "the relay as it was, from the start")
+        eq(read(s), {"lamp_on": night}, "kept without a clock")
+    finally:
+        clock._anchor = saved
+    os.remove(lamp.STATE)
+    eq(lamp.start_level(True), 1, "no decision yet: lit")
+    eq(lamp.start_level(False), 0, "commands only: off")
 
 
 def test_water_level_median_ignores_an_outlier_ping():

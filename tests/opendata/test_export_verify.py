@@ -134,6 +134,15 @@ def test_one_changed_value_byte_hash_or_receipt_fails_and_is_named(
     assert proof.returncode == 1
     assert "FAIL payloads.jsonl line 8: the payload and its proof do not lead" in proof.stdout
 
+    # A row left out: its payload's reading is missing.
+    cut = tmp_path / "cut"
+    shutil.copytree(day_export, cut)
+    lines = (cut / "noise.csv").read_text().splitlines(keepends=True)
+    (cut / "noise.csv").write_text("".join(lines[:5] + lines[6:]))
+    missing = urbanpulse("verify", str(cut))
+    assert missing.returncode == 1
+    assert "has no row in noise.csv" in missing.stdout, missing.stdout
+
     root = json.loads((day_export / "receipts.json").read_text())[0]["root"]
     receipt = _tampered(day_export, tmp_path, "receipts.json", root,
                         root[:-1] + ("0" if root[-1] != "0" else "1"))

@@ -177,6 +177,16 @@ def test_hours_past_the_retention_leave_the_archive_once_their_receipts_are_made
     assert not (root / "main" / (segment_name(old) + CLOSED)).exists()
     assert (root / "main" / (segment_name(recent) + CLOSED)).exists()
     assert published == ["city/receipts/north"] * 2
+    # A size bound: the oldest receipted hours go until the archive fits.
+    third = (now // HOUR - 1) * HOUR
+    _write_segment(root / "main", third, [Archived(third, "air-tr-01", "north", 1, board.seq,
+                                                   board.message(third, 2.0))], CLOSED)
+    maker = ReceiptMaker(root, Ed25519PrivateKey.generate(), "city", publish,
+                         lambda lines: True, max_bytes=1)
+    maker.tick(now)
+    assert not (root / "main" / (segment_name(recent) + CLOSED)).exists()
+    assert not (root / "main" / (segment_name(third) + CLOSED)).exists()
+    assert (root / "receipts" / f"{segment_name(third)}.json").exists()
 
 
 def test_kill_9_while_archiving_loses_no_payload_and_the_receipts_match_the_archive(

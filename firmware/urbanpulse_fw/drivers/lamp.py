@@ -2,13 +2,34 @@
 # position at the post (or by a remote command until the next dusk or dawn), and an optional
 # PZEM-004T meter for power and energy. lamp_on is the relay's state; power near zero while
 # it is on is what the gateway's KPI flags as a broken lamp.
+#
+# A reset must not switch the street's lights: the relay's pad is held through it (ESP32 pad
+# hold), and the schedule's last decision is kept in flash (STATE, written when it changes,
+# twice a day), so a board that starts without the time (no WiFi, no NTP yet) keeps the lamp
+# as it was instead of lighting it at noon.
 import math
 import time
 
-from urbanpulse_fw import clock
+from urbanpulse_fw import bus, clock
 from urbanpulse_fw.drivers import base
 
 RAD = math.pi / 180
+STATE = "lamp_night"
+
+
+def saved():
+    """The schedule's last decision before this start (True: night), or None."""
+    try:
+        with open(STATE) as f:
+            return f.read(1) == "1"
+    except OSError:
+        return None
+
+
+def start_level(auto):
+    """The relay's level at start, before the driver decides: the last decision, or lit."""
+    n = saved() if auto else False
+    return 0 if n is False else 1
 
 
 def sun_altitude(t, lat, lon):
@@ -37,7 +58,7 @@ class Sensor(base.Sensor):
         self.lat = lat
         self.lon = lon
         self.auto = auto
-        self.night = None  # the schedule's last decision
+        self.night = saved() if auto else None  # the schedule's last decision
         self.manual = None  # a remote command's decision, until the schedule changes
         self.next = time.ticks_ms()
         self.values = None  # the meter's last reading, all of it (volts, amps, ...)
@@ -57,7 +78,7 @@ class Sensor(base.Sensor):
             # No valid clock yet (WiFi or NTP down since power-on): lit, as a dark street is
             # the worse failure; off without a schedule (auto false: commands only).
             on = self.auto
-        self.relay.value(1 if on else 0)
+        bus.held_value(self.relay, 1 if on else 0)
 
     def tick(self, now):
         now = time.ticks_ms()
@@ -71,6 +92,11 @@ class Sensor(base.Sensor):
             if night != self.night:
                 self.night = night
                 self.manual = None
+                try:
+                    with open(STATE, "w") as f:
+                        f.write("1" if night else "0")
+                except OSError:
+                    pass  # kept in RAM: only a reset would forget it
         self.apply()
 
     def sample(self, t):

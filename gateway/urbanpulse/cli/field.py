@@ -118,6 +118,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             key_store=key_store, command_key=command_key,
             mqtt_ca=_ca_der(ca_file) if ca_file else None,
             mqtt_tls_hostname=args.mqtt_tls_hostname,
+            mqtt_backup_hosts=tuple(args.mqtt_backup_host),
         ))
     except (ProvisionError, OSError) as exc:
         raise CliError(f"{args.device_id} not provisioned: {exc}") from None
@@ -172,6 +173,9 @@ def add_provision(sub: Any) -> None:
                    help="the broker as boards reach it (default: [mqtt] host of --config)")
     p.add_argument("--mqtt-port", type=int, default=None,
                    help="default: [mqtt] port of --config, else 1883")
+    p.add_argument("--mqtt-backup-host", action="append", default=[], metavar="HOST",
+                   help="a broker the board tries when the one before does not answer "
+                   "(repeat for several, up to 4; same port and credentials)")
     p.add_argument("--registry", type=Path, default=None,
                    help="registry file (default: [registry] path of --config)")
     p.add_argument("--config", type=Path, default=None, help="urbanpulse.toml")

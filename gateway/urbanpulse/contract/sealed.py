@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from .signing import MAC_MEMBER, EnvelopeError, append_member, split_member
+from .signing import MAC_MEMBER, append_member
 
 MAC_HEX = 64
 _MAC_PREFIX = f',"{MAC_MEMBER}":"'.encode()
@@ -30,12 +30,14 @@ def mac_of(closed: bytes, key: bytes) -> str:
 
 
 def check_mac(payload: bytes, key: bytes) -> bool:
-    """The payload's MAC is the device key's HMAC of the rest of its bytes."""
-    try:
-        closed, mac = split_member(payload, MAC_MEMBER, MAC_HEX)
-    except EnvelopeError:
+    """The payload ends with a MAC member, and it is the device key's HMAC of the rest of its
+    bytes. (The hot path: framed here, not with signing.split_member's regular expression; a
+    value that is not hex simply does not compare equal.)"""
+    if not is_sealed(payload):
         return False
-    return hmac.compare_digest(mac_of(closed, key), mac)
+    closed = payload[:-_TAIL] + b"}"
+    mac = payload[-_TAIL + len(_MAC_PREFIX):-2]
+    return hmac.compare_digest(hmac.new(key, closed, hashlib.sha256).hexdigest().encode(), mac)
 
 
 def seal(closed: bytes, key: bytes) -> bytes:

@@ -98,6 +98,7 @@ def board_config(
     cmd_key: str | None = None,
     device_key: str | None = None,
     tls: dict[str, Any] | None = None,
+    backup_hosts: list[str] | None = None,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "device_id": device_id,
@@ -124,6 +125,8 @@ def board_config(
     # the board's own secret.
     if tls is not None:
         config["mqtt"]["tls"] = tls
+    if backup_hosts:
+        config["mqtt"]["backup_hosts"] = list(backup_hosts)
     if cmd_key is not None:
         config["cmd_key"] = cmd_key
     if device_key is not None:

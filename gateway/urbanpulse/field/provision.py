@@ -82,6 +82,7 @@ class BoardRequest:
     command_key: str | None = None  # the command public key, hex; None: unsigned commands
     mqtt_ca: bytes | None = None  # the city's CA (DER): the board speaks TLS, trusting it only
     mqtt_tls_hostname: str | None = None  # the name in the broker's certificate (None: host)
+    mqtt_backup_hosts: tuple[str, ...] = ()  # brokers the board tries in turn after mqtt_host
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ def _config(req: BoardRequest, device: Device, password: str | None,
         device_key=device_key,
         tls=None if req.mqtt_ca is None else {"ca_file": CA_FILE,
                                               "hostname": req.mqtt_tls_hostname},
+        backup_hosts=list(req.mqtt_backup_hosts),
     )
 
 

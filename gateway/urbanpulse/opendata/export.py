@@ -139,6 +139,7 @@ def export(req: ExportRequest) -> ExportSummary:
                     payloads.write(json.dumps({
                         "payload": r.payload.decode("utf-8"), "sha256": sha,
                         "device_id": r.device_id, "district": district,
+                        "arrival_ms": r.arrival_ms,
                         "hour": doc["hour"], "index": index, "leaves": len(found),
                         "proof": [p.hex() for p in proof]}, separators=(",", ":")) + "\n")
                     summary.payloads += 1

@@ -2,8 +2,9 @@
 reads (and what the export's README explains to the public).
 
     payloads.jsonl      one source payload per line: {"payload": the bytes as received (a JSON
-                        string), "sha256", "device_id", "district", "hour", "index", "leaves",
-                        "proof": [hex, ...]} (the Merkle audit path, nearest sibling first)
+                        string), "sha256", "device_id", "district", "arrival_ms", "hour",
+                        "index", "leaves", "proof": [hex, ...]} (the Merkle audit path,
+                        nearest sibling first)
     receipts.json       the receipts of the hours exported (contract/receipts.py documents)
     receipt-key.pub     the gateway's receipt public key, 64 hex digits
     {measurement}.csv   the readings, one row per sample and measurement

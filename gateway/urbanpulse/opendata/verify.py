@@ -2,8 +2,9 @@
 
 Every receipt's signature with the receipt key; every payload's inclusion proof against its
 receipt's root; every CSV row against its source payload: the sample with the row's time,
-each quantity's value, and the device and district the proven payload was archived under.
-Each failure names its file and line.
+each quantity's value, and the device and district the proven payload was archived under;
+and every reading of a proven payload that the gateway's validator keeps (as it did at the
+payload's arrival) has its row. Each failure names its file and line.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from urbanpulse.contract import merkle
+from urbanpulse.contract.messages import MessageRejected, TelemetryValidator
 from urbanpulse.contract.receipts import Receipt, ReceiptError, parse_receipt
+from urbanpulse.contract.vocabulary import VOCABULARY
 
 from . import layout
+
+_VALIDATOR = TelemetryValidator()
 
 
 @dataclass
@@ -42,6 +47,9 @@ class _Source:
     device_id: str
     district: str
     samples: dict[int, dict[str, Any]]  # t -> the sample
+    where: str
+    expected: set[tuple[str, int]]  # (measurement, t) of each reading it must have a row for
+    seen: set[tuple[str, int]] = field(default_factory=set)
 
 
 def verify(folder: Path) -> Report:
@@ -64,6 +72,10 @@ def verify(folder: Path) -> Report:
     sources = _payloads(folder, receipts, report)
     for path in sorted(folder.glob("*.csv")):
         _rows(path, sources, report)
+    for source in sources.values():
+        for m, t in sorted(source.expected - source.seen):
+            report.failures.append(f"{source.where}: its reading at t_ms {t} has no row in "
+                                   f"{layout.csv_name(m)}")
     return report
 
 
@@ -97,10 +109,14 @@ def _payloads(folder: Path, receipts: dict[tuple[str, str], Receipt],
                 report.failures.append(f"{where}: sha256 is not the payload's")
             try:
                 samples = {s["t"]: s for s in json.loads(payload)["samples"]}
-            except (ValueError, KeyError, TypeError):
+                kept = _VALIDATOR.parse(payload, now_ms=int(item["arrival_ms"]), sealed=True)
+            except (ValueError, KeyError, TypeError, MessageRejected):
                 report.failures.append(f"{where}: a proven payload that is not a message")
                 continue
-            sources[sha] = _Source(item["device_id"], item["district"], samples)
+            expected = {(VOCABULARY[name].measurement, s.t) for s in kept.samples
+                        for name in s.values}
+            sources[sha] = _Source(item["device_id"], item["district"], samples, where,
+                                   expected)
             report.payloads += 1
     return sources
 
@@ -142,4 +158,5 @@ def _rows(path: Path, sources: dict[str, _Source], report: Report) -> None:
             if bad:
                 report.failures.append(f"{where}: {', '.join(bad)} not as in its payload")
                 continue
+            source.seen.add((path.stem, int(row["t_ms"])))
             report.rows += 1

@@ -56,6 +56,7 @@ class Batcher:
         self._writer = writer
         self._ack = ack
         self._stats = stats
+        self._held = 0  # points of the batch the full spool refused (held, unacknowledged)
         self._max_points = max_points
         self._max_delay = max_delay_s
         self._max_pending = max(max_pending_points, max_points)
@@ -88,6 +89,11 @@ class Batcher:
     def pending_points(self) -> int:
         with self._cond:
             return len(self._lines)
+
+    @property
+    def held_points(self) -> int:
+        """Points of a batch held unacknowledged because the spool is full."""
+        return self._held
 
     def spool_status(self) -> dict[str, int | float]:
         """The spool's depth for metrics and status: points, batches (records), bytes not
@@ -219,12 +225,14 @@ class Batcher:
                 elif time.monotonic() >= self._next_attempt or self._spool is None:
                     lines = self._write(lines)
             if not lines:
+                self._held = 0
                 return True
             # InfluxDB cannot take them now, or the spool holds older batches: behind those.
             if self._spool is not None:
                 try:
                     self._spool.append(lines)
                 except SpoolFull as exc:
+                    self._held = len(lines)
                     self._errors.log(
                         "full",
                         logging.ERROR,
@@ -238,6 +246,7 @@ class Batcher:
                         f"cannot spool: {len(lines)} points held unacknowledged: {exc}",
                     )
                 else:
+                    self._held = 0
                     self._stats.spooled(len(lines))
                     self._errors.log(
                         "spooled",

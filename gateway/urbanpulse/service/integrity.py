@@ -51,8 +51,13 @@ class Check:
     detail: str = ""
 
 
+_VERIFIED, _GAPS, _FORKS, _BAD_MAC, _REPLAYED = (
+    DEVICE_INTEGRITY_FIELDS.index(n) for n in ("verified", "gaps", "forks", "bad_mac", "replayed"))
+
+
 @dataclass
 class _Chain:
+    genesis: bytes
     tip: bytes
     high: int  # boot << 32 | seq of the newest message accepted
     recent: dict[int, bytes] = field(default_factory=dict)  # boot << 32 | seq -> digest
@@ -76,34 +81,33 @@ class Chains:
         key = boot << 32 | seq
         with self._lock:
             chain = self._chains.get(device_id)
-            fresh = prev == genesis(device_id)
+            first = chain.genesis if chain is not None else genesis(device_id)
+            fresh = prev == first
             if chain is not None:
                 known = chain.recent.get(key)
                 if known == digest:
                     return Check(Verdict.DUPLICATE)
                 if known is not None or (key <= chain.high and not fresh):
-                    self._count(device_id, now_ms, "replayed")
+                    self._count(device_id, now_ms, _REPLAYED)
                     return Check(Verdict.REPLAYED, detail=(
                         f"boot={boot} seq={seq} was accepted before with other bytes"
                         if known is not None else
                         f"boot={boot} seq={seq} is older than the last message accepted "
                         f"(boot={chain.high >> 32} seq={chain.high & 0xFFFFFFFF}) "
                         "and not a copy of a recent one"))
-            gap = prev != (chain.tip if chain is not None else genesis(device_id))
+            gap = prev != (chain.tip if chain is not None else first)
             fork = chain is not None and prev in chain.prevs
             if on_new is not None:
                 on_new()
             if chain is None:
-                chain = self._chains[device_id] = _Chain(digest, key)
+                chain = self._chains[device_id] = _Chain(first, digest, key)
             chain.tip = digest
             chain.high = key if fresh else max(chain.high, key)
             _remember(chain.recent, key, digest)
             _remember(chain.prevs, prev, key)
-            self._count(device_id, now_ms, "verified")
-            if gap:
-                self._count(device_id, now_ms, "gaps")
-            if fork:
-                self._count(device_id, now_ms, "forks")
+            counts = self._count(device_id, now_ms, _VERIFIED)
+            counts[_GAPS] += gap
+            counts[_FORKS] += fork
         detail = "; ".join(text for flag, text in (
             (gap, "gap: prev is not the last message accepted from this board"),
             (fork, "fork: another accepted message has the same prev")) if flag)
@@ -119,15 +123,16 @@ class Chains:
 
     def bad_mac(self, device_id: str, now_ms: int) -> None:
         with self._lock:
-            self._count(device_id, now_ms, "bad_mac")
+            self._count(device_id, now_ms, _BAD_MAC)
 
-    def _count(self, device_id: str, now_ms: int, name: str) -> None:
+    def _count(self, device_id: str, now_ms: int, index: int) -> list[int]:
         key = (device_id, now_ms - now_ms % HOUR_MS)
         counts = self._counts.get(key)
         if counts is None:
             counts = self._counts[key] = [0] * len(DEVICE_INTEGRITY_FIELDS)
-        counts[DEVICE_INTEGRITY_FIELDS.index(name)] += 1
+        counts[index] += 1
         self._changed.add(key)
+        return counts
 
     def flush(self, tags: Callable[[str], str | None], now_ms: int,
               offer: Callable[[list[str]], bool]) -> None:

@@ -56,9 +56,10 @@ def load_receipts(path: Path) -> list[dict[str, object]]:
 class ReceiptMaker:
     def __init__(self, root: Path, key: Ed25519PrivateKey | None, prefix: str,
                  publish: Callable[[str, bytes], bool], offer: Callable[[list[str]], bool],
-                 retention_days: float | None = None) -> None:
+                 retention_days: float | None = None, max_bytes: int | None = None) -> None:
         self.root = root
         self.retention_days = retention_days
+        self.max_bytes = max_bytes
         self.key = key
         self.prefix = prefix
         self._publish = publish
@@ -83,17 +84,24 @@ class ReceiptMaker:
         self._expire(now_ms)
 
     def _expire(self, now_ms: int) -> None:
-        """Closed hours past the retention go, once their receipts are made (kept)."""
-        if self.retention_days is None:
+        """Closed hours past the retention or beyond the size go, oldest first, once their
+        receipts are made (kept)."""
+        if self.retention_days is None and self.max_bytes is None:
             return
-        limit = now_ms - int(self.retention_days * 24 * HOUR_MS)
-        for w in writers(self.root):
-            for path in w.glob("*" + CLOSED):
-                hour = segment_hour(path)
-                if hour + HOUR_MS <= limit and receipt_file(self.root, hour).exists():
-                    path.unlink()
-                    log.info("archive %s expired (retention %g days)", path,
-                             self.retention_days)
+        limit = now_ms - int((self.retention_days or 0) * 24 * HOUR_MS)
+        closed = sorted((segment_hour(p), p) for w in writers(self.root)
+                        for p in w.glob("*" + CLOSED))
+        total = sum(p.stat().st_size for _, p in closed) if self.max_bytes else 0
+        for hour, path in closed:
+            old = self.retention_days is not None and hour + HOUR_MS <= limit
+            big = self.max_bytes is not None and total > self.max_bytes
+            if not (old or big):
+                break
+            if not receipt_file(self.root, hour).exists():
+                continue
+            total -= path.stat().st_size
+            path.unlink()
+            log.info("archive %s deleted (%s)", path, "retention" if old else "max_bytes")
 
     def _hours_due(self, current: int) -> list[int]:
         hours: set[int] = set()

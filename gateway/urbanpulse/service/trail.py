@@ -41,7 +41,8 @@ class Trail:
         key_path = settings.keys.receipt_key
         self.receipts = ReceiptMaker(
             a.path, None if key_path is None else load_private(key_path),
-            settings.mqtt.topic_prefix, publish, offer, a.retention_days) if receipts else None
+            settings.mqtt.topic_prefix, publish, offer, a.retention_days,
+            a.max_bytes) if receipts else None
         self._offer = offer
         self._tags = tags
 
