@@ -26,7 +26,14 @@ def main(path="config.json"):
             clock.wrap(cfg["clock_wrap_ms"])
         clock._anchor = [cfg["clock_start_ms"], clock.ticks()]
     cause, wdt = startup.hardware(cfg)
-    objs = startup.build_sensors(cfg, errors)
+    n = startup.crashes(cause)
+    if n >= startup.SAFE_AFTER:
+        cfg.pop("sensors")
+        objs = []  # type: list
+        errors.append("safe mode: %d unplanned resets in a row; no sensors until a reboot "
+                      "command" % n)
+    else:
+        objs = startup.build_sensors(cfg, errors)
     del startup
     hw.unload("startup")
     for name in _MODULES:

@@ -35,6 +35,13 @@ def _num(d, key, lo, hi, default=None):
     return v
 
 
+def _forget(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 class MainLoop:
     def __init__(self, cfg, boot, objs, errors=(), cause="power", wdt=None):
         # Every attribute first, the buffers after: the instance's table of attributes grows
@@ -68,6 +75,7 @@ class MainLoop:
         self.trial = None  # type: int | None  # ticks by which a new config must connect
         self.wdt = wdt  # type: object
         self.wake = None  # type: int | None  # deep sleep: deepsleep.count()'s, from app.py
+        self.stable = False  # served STABLE_S connected: the crash count is cleared
         if cfg["cmd_key"]:
             from urbanpulse_fw import edkey
 
@@ -245,6 +253,9 @@ class MainLoop:
                 self.flushing = False
             if clock.diff(now, self.next_health) >= 0:
                 self.health(now)
+            if not self.stable and self.up_s >= 600:  # startup.STABLE_S
+                self.stable = True
+                _forget("crashes")
         elif self.trial is not None and clock.diff(now, self.trial) >= 0:
             self.log("new config did not reach the broker in time: back to config.bak")
             with open("config.trial", "w") as f:
@@ -344,10 +355,7 @@ class MainLoop:
         except OSError:
             pass
         if self.trial is not None:
-            try:
-                os.remove("config.trial")
-            except OSError:
-                pass
+            _forget("config.trial")
             self.trial = None
             self.log("new config confirmed: connected to the broker")
 
@@ -390,8 +398,10 @@ class MainLoop:
             extra = {}  # type: dict
             if op == "reboot":
                 # Once the ack is acknowledged (or after 5 s): the operator hears the answer.
+                # A deliberate retry: the next start is a normal one (startup.crashes).
                 self.reboot_at = clock.add(now, 5000 * clock.SCALE)
                 self.reboot_why = "reboot"
+                _forget("crashes")
             elif op == "set_interval":
                 name = d.get("sensor")
                 n = _num(d, "interval_s", 0.01, 86400)

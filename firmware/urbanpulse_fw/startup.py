@@ -49,6 +49,31 @@ def start(path="config.json"):
     return cfg, boot, errors, trial is not None
 
 
+# Safe mode: after SAFE_AFTER resets in a row that nobody meant (each before the board had
+# served STABLE_S connected), the board starts without its sensors (the likeliest cause of a
+# crash loop: a driver, a bus, a config), connects, reports and takes commands; a "reboot"
+# command, or STABLE_S of service, clears the count.
+SAFE_AFTER = 5
+STABLE_S = 600
+CRASHES = "crashes"  # the count, in flash
+UNPLANNED = ("crash", "wdt", "fatal", "memory", "start")
+
+
+def crashes(cause):
+    """Unplanned resets in a row, this start included; a power-on starts the count again."""
+    from urbanpulse_fw import bootcount
+
+    if cause == "power":
+        n = 0
+        bootcount.write(CRASHES, 0)
+    elif cause in UNPLANNED:
+        n = bootcount.bump(CRASHES)
+    else:  # a deep-sleep wake, a reboot command, a config applied: meant
+        n = bootcount.read(CRASHES)
+    _unload("bootcount")
+    return n
+
+
 def hardware(cfg):
     from urbanpulse_fw import hwmisc
 

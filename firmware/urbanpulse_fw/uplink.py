@@ -68,7 +68,7 @@ class Uplink:
         return self.client.connected
 
     def connect(self):
-        if self.client.tls and not clock.is_valid(clock.now_ms()):
+        if self.cfg["mqtt_tls"] and not clock.is_valid(clock.now_ms()):
             # The certificate's dates cannot be checked without the time (an ESP32 starts at
             # 2000-01-01): wait for NTP (the main loop's) rather than fail every handshake.
             self.log("mqtt: waiting for the clock (TLS)")

@@ -406,3 +406,37 @@ def test_ten_days_across_an_esp32_tick_wrap(broker: Broker,
     assert max(gaps) < 3_600_000, max(gaps)
     assert times[-1] - times[0] >= 10 * day_ms - 3_600_000
     assert len(times) >= 0.9 * (times[-1] - times[0]) / 600_000, len(times)
+
+
+def test_after_five_unplanned_resets_in_a_row_the_board_starts_in_safe_mode(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    """Four crashes behind it (the count in flash) and a fifth reset nobody meant: the board
+    starts without its sensors, connects, says why in its health report and takes commands;
+    a reboot command brings it back with its sensors. A planned start (a reboot) or a
+    power-on does not count."""
+    rec = Recorder(broker.port)
+    board = boards("air-safe-01", "air", broker.port, health_interval_s=1)
+    board.folder.mkdir(parents=True)
+    (board.folder / "crashes").write_text("4\n")
+    (board.folder / "reset_cause").write_text("hard")  # a reset without an intent: a crash
+    sup = Supervisor(board).start()
+    dev = board.device_id
+    try:
+        wait_until(lambda: rec.docs(dev, "health"), 30, "a health report")
+        health = rec.docs(dev, "health")[0]
+        assert health["reset_cause"] == "crash"
+        assert "safe mode: 5 unplanned resets in a row" in health["config_error"], health
+        command(rec, dev, {"id": "c-1", "op": "identify", "seconds": 1})
+        assert ack_of(rec, dev, "c-1")["ok"] is True
+        assert samples(rec, dev) == [], "no sensors in safe mode"
+        command(rec, dev, {"id": "c-2", "op": "reboot"})
+        assert ack_of(rec, dev, "c-2")["ok"] is True
+        wait_until(lambda: len(samples(rec, dev)) >= 3, 40, "readings after the reboot")
+        last = rec.docs(dev, "health")[-1]
+        assert last["reset_cause"] == "reboot" and "config_error" not in last, last
+        assert not (board.folder / "crashes").exists()
+    finally:
+        sup.stop()
+        rec.close()
+    assert "safe mode" in board.console()
+    assert_clean(board.console())

@@ -38,3 +38,20 @@ def test_garbage_file_does_not_crash():
             f.write("not a number")
         eq(bootcount.bump(path), 1, "starts again")
     _with_dir(body)
+
+
+def test_unplanned_resets_are_counted_in_a_row_and_a_power_on_starts_afresh():
+    from urbanpulse_fw import startup
+
+    here = os.getcwd()
+    d = tmpdir("crashes")
+    os.chdir(d)
+    try:
+        causes = ("crash", "wdt", "deepsleep", "reboot", "config", "fatal", "memory", "power",
+                  "start")
+        eq([startup.crashes(c) for c in causes], [1, 2, 2, 2, 2, 3, 4, 0, 1],
+           "crashes, watchdog resets, fatal errors, out of memory and failed starts count; "
+           "a wake, a reboot or a config applied do not; a power-on starts afresh")
+    finally:
+        os.chdir(here)
+        rmtree(d)
