@@ -202,6 +202,10 @@ def validate(raw):
         c["wake_s"] = _get(d, "wake_s", "deep_sleep.wake_s", float, 300, 0.01, 86400)
         c["publish_every"] = _get(d, "publish_every", "deep_sleep.publish_every", int, 6,
                                   1, 10000)
+        if [e for e in c["sensors"] if type(e) is dict and e.get("type") == "pulse"]:
+            # Asleep, the board counts nothing: every vehicle between two wakes is lost.
+            _fail("deep_sleep", "a pulse counter (vehicles) needs the board awake: "
+                  "mains power, no deep_sleep")
     for k in ("cmd_key", "device_key"):
         v = c[k] = _get(raw, k, k, str, None)
         if v is not None and (len(v) != 64 or v.strip("0123456789abcdef")):

@@ -36,19 +36,41 @@ def _sleep(ms):
     sys.exit(4)  # hwmisc.EXIT_DEEPSLEEP
 
 
+def read_all(loop):
+    """Every sensor's first reading of this wake: each is polled until it has one, or until
+    its wait_ms (an SCD41's first measurement, a PMS5003's warm-up) is up, then reported
+    "not_ready"; a sensor with a fault is not waited for."""
+    t0 = time.ticks_ms()
+    left = list(loop.sensors)
+    fields = []  # type: list
+    while left:
+        now = clock.ticks()
+        t = clock.now_ms()
+        for s in left:
+            s.poll(now)
+        for s in list(left):
+            got = s.read(t)
+            if got or s.fault or time.ticks_diff(time.ticks_ms(), t0) >= s.wait_ms:
+                left.remove(s)
+                fields.extend(got)
+                if not got and not s.fault:
+                    s.fault = "not_ready"
+        if left:
+            time.sleep_ms(100)
+            if loop.wdt is not None:
+                loop.wdt.feed()
+    return fields
+
+
 def wake(loop, n=None):
     """One wake; n: the wake counter (count()), read before the main loop was made."""
     if n is None:
         n = count()
     ob = loop.outbox
     cfg = loop.cfg
-    now = clock.ticks()
-    for s in loop.sensors:
-        s.poll(now)
+    fields = read_all(loop)
     t = clock.now_ms()
-    fields = []  # type: list
-    for s in loop.sensors:
-        fields.extend(s.read(t))
+    now = clock.ticks()
     if fields:
         if clock.is_valid(t):
             loop.sample(now, t, fields)
@@ -72,4 +94,6 @@ def wake(loop, n=None):
                 if not loop.up.client.inflight():
                     break
         loop.stop()
+    for s in loop.sensors:
+        s.rest()
     _sleep(int(cfg["wake_s"] * 1000))

@@ -4,8 +4,9 @@
 #
 # Layout (in the folder `spool/`): numbered segment files, oldest first, each about max_bytes/8;
 # one record per line: the sample's JSON, "*", its CRC-32 in 8 hex digits, "\n". A record cut
-# short by a power cut fails its CRC and is skipped (counted as dropped), and after a (re)boot
-# appends always start a new segment, so a torn tail never runs into a good record. Whole
+# short by a power cut fails its CRC and is skipped (counted as dropped); after a (re)boot
+# appends go on in the last segment only if its end is whole (spoolscan.py), so a torn tail
+# never runs into a good record. Whole
 # segments are deleted once sent, or dropped when the spool is full. `spool/pos` holds how far
 # the oldest segment has been acknowledged (written to a temporary file, then renamed), so a
 # reboot does not send it again.

@@ -85,8 +85,10 @@ def test_published_status_health_and_readings_are_shown_with_ages(
 
             def shown() -> subprocess.CompletedProcess[str] | None:
                 result = check(config, "air-check-01")
-                return result if "readings  air_quality" in result.stdout \
-                    and "health    " in result.stdout else None
+                # Both stored ("health    no health report stored" is not enough: the
+                # readings may be stored in an earlier batch than the health report).
+                return result if "readings  air_quality" in result.stdout and re.search(
+                    r"^health    \d+ s ago", result.stdout, re.MULTILINE) else None
 
             result = wait_until(shown, timeout_s=30, what="health and readings stored")
         assert result.returncode == 0, result.stderr

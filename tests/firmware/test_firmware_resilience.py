@@ -440,3 +440,27 @@ def test_after_five_unplanned_resets_in_a_row_the_board_starts_in_safe_mode(
         rec.close()
     assert "safe mode" in board.console()
     assert_clean(board.console())
+
+
+def test_deep_sleep_waits_for_each_sensors_first_reading(
+        broker: Broker, boards: Callable[..., Board]) -> None:
+    """A battery board with real drivers (emulated chips): each wake waits for the SCD41's
+    first measurement (5 s after its start) and the PMS5003's frames, then sleeps; the
+    PMS5003 is put to sleep before the board sleeps and warmed up after it wakes (30 s), so
+    its first wake reads it and the later ones wait out the warm-up."""
+    rec = Recorder(broker.port)
+    board = boards("air-ds-02", "air", broker.port,
+                   sensors=[{"type": "scd41", "th": True}, {"type": "pms5003"}],
+                   deep_sleep={"wake_s": 0.05, "publish_every": 2})
+    sup = Supervisor(board, max_starts=3).start()
+    try:
+        wait_until(lambda: len(sup.codes) >= 3, 150, "3 wake-ups")
+        wait_until(lambda: len(samples(rec, board.device_id)) >= 3, 10, "the wakes' samples")
+    finally:
+        sup.stop()
+        rec.close()
+    assert sup.codes == [EXIT_DEEPSLEEP] * 3, (sup.codes, board.console())
+    got = samples(rec, board.device_id)
+    assert all({"co2", "temperature", "humidity", "pm25"} <= set(s) for s in got), got
+    assert (board.folder / "pms_rest").exists(), "the PMS5003 sleeps with the board"
+    assert_clean(board.console())

@@ -109,6 +109,17 @@ def test_wrong_types_and_ranges_named():
     bad(lambda r: r.__setitem__("max_buffer_bytes", 10), "max_buffer_bytes")
 
 
+def test_a_pulse_counter_is_refused_on_a_sleeping_board():
+    raw = example()
+    raw["kind"] = "traffic"
+    raw["sensors"] = [{"type": "pulse", "pin": 27}]
+    raw["deep_sleep"] = {"wake_s": 300}
+    e = raises(config.ConfigError, config.validate, raw)
+    assert "deep_sleep" in str(e) and "pulse counter" in str(e), str(e)
+    del raw["deep_sleep"]
+    eq(config.validate(raw)["wake_s"], None, "awake, it counts")
+
+
 def test_backup_brokers_follow_the_broker():
     c = config.validate(example())
     eq(c["mqtt_hosts"], ["127.0.0.1"], "the broker alone")

@@ -55,6 +55,20 @@ def test_records_come_back_oldest_first_and_survive_a_reload():
         rmtree(d)
 
 
+def test_a_start_goes_on_in_the_last_whole_segment():
+    # A deep-sleep board starts every few minutes: a segment per start would be hundreds a
+    # day, all read at every start.
+    d = tmpdir("spool")
+    try:
+        for i in range(20):  # 20 wakes, one sample each
+            spool.Spool(d + "/s", 65536).append(sample, i, i + 1)
+        sp = spool.Spool(d + "/s", 65536)
+        eq(len(sp.segs), 1, "one segment for 20 starts")
+        eq(drain(sp), [sample(i) for i in range(20)], "every sample, in order")
+    finally:
+        rmtree(d)
+
+
 def test_unacked_read_is_sent_again_after_a_reboot():
     d = tmpdir("spool")
     try:

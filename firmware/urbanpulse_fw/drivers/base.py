@@ -19,6 +19,12 @@ class Sensor:
     err = None  # the last bus error, also from poll()
     ready = False  # chip configured
     dead = False  # no data for too long (drivers that stream)
+    # A deep-sleep wake waits this long (ms from the start) for a first reading before it
+    # reports the sensor "not_ready" (deepsleep.py); 0: read once, at once.
+    wait_ms = 0
+
+    def rest(self):
+        """Before a deep sleep: put the chip to rest (a fan, a laser), if it has one."""
 
     def tick(self, now):
         pass

@@ -3,6 +3,7 @@
 # sum of all bytes before it. We report the "atmospheric environment" PM1/PM2.5/PM10.
 # Its fan and laser last about 8000 hours: when samples are minutes apart it sleeps between
 # them (command E4) and wakes 30 s before the next one, as the datasheet asks for stable data.
+import os
 import time
 
 from urbanpulse_fw.drivers import base
@@ -20,7 +21,12 @@ STALE_MS = 10000  # frames come every 0.2..2.3 s; none for this long means it st
 WARM_MS = 30000  # after waking: the fan needs this long before the data is stable
 
 
+REST = "pms_rest"  # put to sleep before a deep sleep: the next start wakes it, then warms up
+
+
 class Sensor(base.Sensor):
+    wait_ms = WARM_MS + 5000  # a deep-sleep wake: the warm-up, then a frame
+
     def __init__(self, uart):
         self.uart = uart
         self.fb = bytearray(64)  # the line's bytes not parsed yet: self.n of them
@@ -31,6 +37,19 @@ class Sensor(base.Sensor):
         self.bad = False  # the last frame had a wrong checksum or length
         self.asleep = False
         self.wake = self.warm = self.at
+        try:
+            os.remove(REST)  # it sleeps since the last wake: wake it, data after the warm-up
+            self.asleep = True
+        except OSError:
+            pass
+
+    def rest(self):
+        self.uart.write(_SLEEP)
+        try:
+            with open(REST, "w"):
+                pass
+        except OSError:
+            pass
 
     def tick(self, now):
         if self.asleep:

@@ -30,6 +30,8 @@ def crc8_sensirion(data):
 
 
 class Sensor(base.Sensor):
+    wait_ms = 7000  # the first measurement comes 5 s after the start (asked once a second)
+
     def __init__(self, i2c, addr, th=False):
         self.i2c = i2c
         self.addr = addr
