@@ -50,7 +50,9 @@ def read_all(loop):
             s.poll(now)
         for s in list(left):
             got = s.read(t)
-            if got or s.fault or time.ticks_diff(time.ticks_ms(), t0) >= s.wait_ms:
+            # (Simulated sensors have neither wait_ms nor rest: they read at once.)
+            if got or s.fault or time.ticks_diff(time.ticks_ms(), t0) >= getattr(
+                    s, "wait_ms", 0):
                 left.remove(s)
                 fields.extend(got)
                 if not got and not s.fault:
@@ -95,5 +97,6 @@ def wake(loop, n=None):
                     break
         loop.stop()
     for s in loop.sensors:
-        s.rest()
+        if hasattr(s, "rest"):
+            s.rest()
     _sleep(int(cfg["wake_s"] * 1000))
