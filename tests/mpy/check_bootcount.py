@@ -1,7 +1,7 @@
 # The boot counter in flash only ever goes up.
 import os
 
-from mpytest import eq, rmtree, tmpdir
+from mpytest import eq, in_tmpdir, rmtree, tmpdir
 from urbanpulse_fw import bootcount
 
 
@@ -40,18 +40,12 @@ def test_garbage_file_does_not_crash():
     _with_dir(body)
 
 
+@in_tmpdir
 def test_unplanned_resets_are_counted_in_a_row_and_a_power_on_starts_afresh():
     from urbanpulse_fw import startup
 
-    here = os.getcwd()
-    d = tmpdir("crashes")
-    os.chdir(d)
-    try:
-        causes = ("crash", "wdt", "deepsleep", "reboot", "config", "fatal", "memory", "power",
-                  "start")
-        eq([startup.crashes(c) for c in causes], [1, 2, 2, 2, 2, 3, 4, 0, 1],
-           "crashes, watchdog resets, fatal errors, out of memory and failed starts count; "
-           "a wake, a reboot or a config applied do not; a power-on starts afresh")
-    finally:
-        os.chdir(here)
-        rmtree(d)
+    causes = ("crash", "wdt", "deepsleep", "reboot", "config", "fatal", "memory", "power",
+              "start")
+    eq([startup.crashes(c) for c in causes], [1, 2, 2, 2, 2, 3, 4, 0, 1],
+       "crashes, watchdog resets, fatal errors, out of memory and failed starts count; "
+       "a wake, a reboot or a config applied do not; a power-on starts afresh")

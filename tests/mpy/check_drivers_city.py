@@ -6,7 +6,7 @@ import time
 
 import hostbus
 from drivertest import build, near, one, poll_for, poll_until, read
-from mpytest import eq, rmtree, setting, tmpdir
+from mpytest import eq, in_tmpdir, setting
 from urbanpulse_fw import clock
 from urbanpulse_fw.drivers import lamp, pulse, pzem, water
 
@@ -163,20 +163,8 @@ def test_pzem_crc_errors_silence_and_wrong_address():
     assert "power" in read(s) and s.fault is None, "recovered"
 
 
-def in_tmpdir(fn):
-    # The lamp keeps the schedule's decision in a file (lamp.STATE): in a folder of its own.
-    def run():
-        here = os.getcwd()
-        d = tmpdir("lamp")
-        os.chdir(d)
-        try:
-            fn()
-        finally:
-            os.chdir(here)
-            rmtree(d)
-    return run
-
-
+# The lamp keeps the schedule's decision in a file (lamp.STATE): each lamp check runs in a
+# folder of its own.
 @in_tmpdir
 def test_lamp_follows_dusk_and_dawn_and_remote_commands():
     noon = 1750507200000  # 2025-06-21 12:00 UTC
@@ -276,6 +264,7 @@ def test_soil_two_point_calibration_clamped():
     eq(s.fault, "range", "fault")
 
 
+@in_tmpdir  # its lamp keeps lamp.STATE in the cwd
 def test_every_kind_default_wiring_gives_contract_fields():
     objs = build([{"type": "noise"}, {"type": "pulse"}, {"type": "bay"}, {"type": "lamp"},
                   {"type": "water", "mount_cm": 600}, {"type": "soil"}], "noise")

@@ -1,21 +1,9 @@
 # The reset cause a start reports (hwmisc.reset_cause): the chip's, or the firmware's intent
 # written to RTC memory by hw.reset before it reset the board. On the host the chip's side
 # is the file reset_cause, RTC memory the file rtcmem, both in the board's folder (the cwd).
-import os
 
-from mpytest import eq, rmtree, tmpdir
+from mpytest import eq, in_tmpdir
 from urbanpulse_fw import hw, hwmisc
-
-
-def _in_dir(fn):
-    here = os.getcwd()
-    d = tmpdir("resetcause")
-    os.chdir(d)
-    try:
-        fn()
-    finally:
-        os.chdir(here)
-        rmtree(d)
 
 
 def _write(name, text):
@@ -31,7 +19,7 @@ def test_the_intent_says_why_a_hard_reset_happened_once():
         eq(hw.rtc_memory(), b"7", "the intent told once, the wake count kept")
         _write("reset_cause", "hard")
         eq(hwmisc.reset_cause(), "crash", "a hard reset nobody asked for: a panic")
-    _in_dir(body)
+    in_tmpdir(body)()
 
 
 def test_the_chip_says_power_watchdog_and_deep_sleep():
@@ -41,4 +29,4 @@ def test_the_chip_says_power_watchdog_and_deep_sleep():
         _write("reset_cause", "wdt")
         eq(hwmisc.reset_cause(), "wdt", "the watchdog, whatever was meant before")
         eq(hw.rtc_memory(), b"3", "an old intent forgotten")
-    _in_dir(body)
+    in_tmpdir(body)()

@@ -54,6 +54,21 @@ def tmpdir(name):
     return path
 
 
+def in_tmpdir(fn):
+    """fn, run in a fresh directory of its own as the cwd (checks of code that keeps files in
+    the board's folder), removed after."""
+    def run():
+        here = os.getcwd()
+        d = tmpdir(fn.__name__)
+        os.chdir(d)
+        try:
+            fn()
+        finally:
+            os.chdir(here)
+            rmtree(d)
+    return run
+
+
 def rmtree(path):
     for entry in os.ilistdir(path):
         p = path + "/" + entry[0]

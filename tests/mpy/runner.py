@@ -57,4 +57,5 @@ def main():
     sys.exit(1 if run(args[0], args[1] if len(args) > 1 else None) else 0)
 
 
-main()
+if __name__ == "__main__":  # the WebAssembly port imports run() instead (tests/wasm/run.mjs)
+    main()

@@ -1,8 +1,9 @@
-// Runs firmware checks (tests/mpy/check_*.py) on the 32-bit MicroPython WebAssembly port:
+// Runs firmware checks (tests/mpy/check_*.py) on the 32-bit MicroPython WebAssembly port,
+// with tests/mpy/runner.py's run() (PASS or FAIL per test_ function):
 //   URBANPULSE_WASM_MICROPYTHON=.../micropython.mjs node tests/wasm/run.mjs MODULE [FUNC]
 // (tests/firmware/test_firmware_wasm.py installs the npm package and sets the variable.)
-// The firmware and the checks are copied into the port's in-memory filesystem; each test_
-// function prints PASS or FAIL as tests/mpy/runner.py does. Exit 1 if any failed.
+// The firmware and the checks are copied into the port's in-memory filesystem. Exit 1 if any
+// failed.
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -40,20 +41,8 @@ sys.path[:0] = ["/mpy", "/fw", "/standin"]
 os.chdir("/tmp/checks")
 import time
 print("PORT maxsize=%d ticks_period=%d" % (sys.maxsize, time.ticks_add(0, -1) + 1))
-mod = __import__(${JSON.stringify(module)})
-names = [${JSON.stringify(only ?? "")}] if ${JSON.stringify(only ?? "")} else sorted(
-    n for n in dir(mod) if n.startswith("test_"))
-failed = 0
-for name in names:
-    try:
-        getattr(mod, name)()
-    except Exception as e:
-        failed += 1
-        print("FAIL %s: %r" % (name, e))
-        sys.print_exception(e, sys.stdout)
-    else:
-        print("PASS %s" % name)
-print("%s: %d passed, %d failed" % (${JSON.stringify(module)}, len(names) - failed, failed))
+import runner
+runner.run(${JSON.stringify(module)}, ${JSON.stringify(only ?? "")} or None)
 `);
 } catch (e) {
   out.push(`FAIL ${module}: ${e.type ?? "error"}: ${String(e.message ?? e).slice(0, 800)}`);

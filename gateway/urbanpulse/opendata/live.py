@@ -21,8 +21,7 @@ from typing import Any
 from urbanpulse.contract.messages import MessageRejected, TelemetryValidator
 from urbanpulse.contract.vocabulary import HOUR_MS, VOCABULARY
 from urbanpulse.influx.influxql import ident, string
-from urbanpulse.service.archive import Archived, records, segment_hour
-from urbanpulse.service.receipts import writers
+from urbanpulse.service.archive import replay
 
 LATE_DAYS = 7
 Query = Callable[[str], list[dict[str, Any]]]
@@ -42,14 +41,6 @@ class LiveReport:
                 + ("all as sealed" if self.ok else f"{len(self.failures)} differ"))
 
 
-def _archived(root: Path, start: int, end: int) -> Iterator[Archived]:
-    for w in writers(root):
-        for path in sorted(w.glob("*.*")):
-            if path.suffix in (".open", ".arc") and start - HOUR_MS <= segment_hour(path) < end:
-                for _, r in records(path):
-                    yield r
-
-
 def _stamp(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1000)) + f".{t % 1000:03d}Z"
 
@@ -60,7 +51,7 @@ def live_check(root: Path, query: Query, start: int, end: int,
     validator = TelemetryValidator()
     # (measurement, device_id, t) -> the fields the sealed payload gave
     expected: dict[tuple[str, str, int], dict[str, float | bool]] = {}
-    for r in _archived(root, start, min(now_ms, end + LATE_DAYS * 24 * HOUR_MS) + HOUR_MS):
+    for r in replay(root, start - HOUR_MS, min(now_ms, end + LATE_DAYS * 24 * HOUR_MS) + HOUR_MS):
         if district not in (None, r.district):
             continue
         try:

@@ -32,6 +32,7 @@ from urbanpulse.contract.vocabulary import HOUR_MS
 
 _HEADER = struct.Struct("<IIBBQII")  # crc, payload len, id len, district len, arrival, boot, seq
 OPEN, CLOSED = ".open", ".arc"
+RECEIPTS = "receipts"  # the receipts' folder, beside the writers' (receipts.py)
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,23 @@ def _good_length(path: Path) -> int:
     return ends[-1] if ends else 0
 
 
-def replay(root: Path, since_ms: int) -> list[Archived]:
-    """Every archived payload that arrived since ``since_ms`` (all writers), in arrival order."""
+def writers(root: Path) -> list[Path]:
+    """The writers' folders of an archive."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != RECEIPTS) if (
+        root.is_dir()) else []
+
+
+def replay(root: Path, since_ms: int, until_ms: int | None = None) -> list[Archived]:
+    """Every archived payload that arrived from ``since_ms`` (until ``until_ms``), all
+    writers, in arrival order."""
     found: list[Archived] = []
-    if root.is_dir():
-        for w in root.iterdir():
-            for path in w.glob("*.*") if w.is_dir() else ():
-                if path.suffix in (OPEN, CLOSED) and segment_hour(path) + HOUR_MS > since_ms:
-                    found += [r for _, r in records(path) if r.arrival_ms >= since_ms]
+    for w in writers(root):
+        for path in w.glob("*.*"):
+            hour = segment_hour(path) if path.suffix in (OPEN, CLOSED) else None
+            if hour is not None and hour + HOUR_MS > since_ms and (
+                    until_ms is None or hour < until_ms):
+                found += [r for _, r in records(path) if since_ms <= r.arrival_ms and (
+                    until_ms is None or r.arrival_ms < until_ms)]
     return sorted(found, key=lambda r: r.arrival_ms)
 
 

@@ -25,17 +25,20 @@ from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.contract.receipts import Receipt, make_receipt
 from urbanpulse.contract.vocabulary import HOUR_MS, INTEGRITY_RECEIPT_MEASUREMENT
 
-from .archive import CLOSED, OPEN, Archived, close_stale, lock, records, segment_hour, segment_name
+from .archive import (
+    CLOSED,
+    OPEN,
+    RECEIPTS,
+    Archived,
+    close_stale,
+    lock,
+    records,
+    segment_hour,
+    segment_name,
+    writers,
+)
 
 log = logging.getLogger("urbanpulse.receipts")
-
-RECEIPTS = "receipts"
-
-
-def writers(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name != RECEIPTS) if (
-        root.is_dir()) else []
-
 
 def hour_records(root: Path, hour_ms: int) -> list[Archived]:
     """Every archived payload of an hour, in the receipts' order: (device_id, boot, seq)."""
