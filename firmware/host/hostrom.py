@@ -16,3 +16,6 @@ del _image, f
 # As on an ESP32 with ROMFS: the board's own files (cwd), the port's frozen modules (`ssl`),
 # then the image; the host's stand-ins for the port's C modules before all.
 sys.path[:] = ["/rom/host", "", ".frozen", "/rom"]
+# Then what a board's MicroPython runs before main.py: boot.py, which picks the firmware.
+__import__("boot")
+del sys.modules["boot"]

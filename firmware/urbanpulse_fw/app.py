@@ -49,6 +49,6 @@ def main(path="config.json"):
 
     loop = mainloop.MainLoop(cfg, boot, objs, errors, cause, wdt)
     loop.wake = wake
-    if trial:
+    if trial or cfg["fw_trial"]:
         loop.trial = clock.add(clock.ticks(), int(cfg["rollback_s"] * 1000) * clock.SCALE)
     return loop

@@ -18,6 +18,9 @@ MAX_STARTS = 3
 # commands' expiry rest on. The gateway's contract/signing.py UNSAFE_CONFIG_KEYS is the same
 # (tests/firmware/test_kinds.py).
 UNSAFE = ("mqtt", "wifi", "watchdog_s", "rollback_s", "ntp_host")
+# Never changed by a command: the release key decides what firmware a board runs, apart from
+# the command key, whose holders decide only when and where (ota.py).
+FIXED = ("ota_key",)
 
 
 def _merge(old, new):
@@ -58,6 +61,9 @@ def apply_new(path="config.json"):
     a = {"id": d.get("id"), "ok": True}
     try:
         new = d["config"]
+        for k in FIXED:
+            if k in new:
+                raise ValueError("config.%s is set over USB only (urbanpulse provision)" % k)
         for k in UNSAFE:
             if k in new and d.get("unsafe") is not True:
                 raise ValueError('config.%s needs "unsafe":true' % k)

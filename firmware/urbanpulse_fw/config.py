@@ -43,7 +43,9 @@
 #
 # Keys (CONTRACT.md v2): "cmd_key" (the city's Ed25519 command public key, 64 hex digits:
 # then only commands it signed are carried out, cmdauth.py; null: any command, for benches
-# and demos without keys) and "device_key" (the board's own 32-byte secret, 64 hex digits).
+# and demos without keys), "device_key" (the board's own 32-byte secret, 64 hex digits) and
+# "ota_key" (the city's Ed25519 release public key: updates over the air it signed are
+# taken, ota.py; null: none are).
 #
 # Optional keys: "max_messages" (int or null: stop cleanly after that many telemetry messages
 # were acknowledged; for tests), "utc_offset_h" (local time for the simulated daily patterns,
@@ -105,7 +107,7 @@ def validate(raw):
                    "publish_interval_s", "max_samples_per_message", "sensors", "seed",
                    "max_messages", "utc_offset_h", "max_buffer_bytes", "max_flash_bytes",
                    "health_interval_s", "watchdog_s", "rollback_s", "led_pin", "battery",
-                   "deep_sleep", "host_clock", "cmd_key", "device_key", "ntp_host"))
+                   "deep_sleep", "host_clock", "cmd_key", "device_key", "ntp_host", "ota_key"))
     dev = _get(raw, "device_id", "device_id", str)
     ok = 3 <= len(dev) <= 32 and "a" <= dev[0] <= "z"
     for x in dev:
@@ -206,7 +208,7 @@ def validate(raw):
             # Asleep, the board counts nothing: every vehicle between two wakes is lost.
             _fail("deep_sleep", "a pulse counter (vehicles) needs the board awake: "
                   "mains power, no deep_sleep")
-    for k in ("cmd_key", "device_key"):
+    for k in ("cmd_key", "device_key", "ota_key"):
         v = c[k] = _get(raw, k, k, str, None)
         if v is not None and (len(v) != 64 or v.strip("0123456789abcdef")):
             _fail(k, "must be 64 lowercase hex digits (32 bytes) or null")

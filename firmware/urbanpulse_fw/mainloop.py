@@ -73,6 +73,8 @@ class MainLoop:
         self.reboot_at = None  # type: int | None  # ticks: reboot once the ack is out
         self.reboot_why = "reboot"  # the next start's reset cause (hw.reset)
         self.trial = None  # type: int | None  # ticks by which a new config must connect
+        self.fw_trial = cfg["fw_trial"]  # an update on trial: confirmed by a health PUBACK
+        self.ota = None  # type: Any  # ota.Job: an update being fetched
         self.wdt = wdt  # type: object
         self.wake = None  # type: int | None  # deep sleep: deepsleep.count()'s, from app.py
         self.stable = False  # served STABLE_S connected: the crash count is cleared
@@ -256,10 +258,14 @@ class MainLoop:
             if not self.stable and self.up_s >= 600:  # startup.STABLE_S
                 self.stable = True
                 _forget("crashes")
+            if self.ota is not None:
+                self.ota.step()
         elif self.trial is not None and clock.diff(now, self.trial) >= 0:
-            self.log("new config did not reach the broker in time: back to config.bak")
-            with open("config.trial", "w") as f:
-                f.write("99")  # the next start rolls back (cfgtrial.starts)
+            # An update on trial goes back at the next start by itself (boot.py).
+            self.log("not connected in time: back to the last good config and firmware")
+            if "config.trial" in os.listdir():
+                with open("config.trial", "w") as f:
+                    f.write("99")  # the next start rolls back (cfgtrial.starts)
             self.trial = None
             self.reboot_at = now
             self.reboot_why = "rollback"
@@ -348,27 +354,43 @@ class MainLoop:
         up.client.subscribe(up.topic + "cmd", 1)
         # Answer a config command applied at this start (cfgtrial.py), confirm a config on
         # trial.
-        try:
-            with open("cmd_ack") as f:
-                up.client.publish(up.topic + "cmd/ack", f.read().encode(), 1)
-            os.remove("cmd_ack")
-        except OSError:
-            pass
-        if self.trial is not None:
+        for p in ("cmd_ack", "ota/ack"):  # ota.py's
+            try:
+                with open(p) as f:
+                    up.client.publish(up.topic + "cmd/ack", f.read().encode(), 1)
+                os.remove(p)
+            except OSError:
+                pass
+        if self.ota is not None:
+            up.client.subscribe(up.topic + "ota", 0)
+            self.ota.asked = None
+        if self.trial is not None and "config.trial" in os.listdir():
             _forget("config.trial")
-            self.trial = None
             self.log("new config confirmed: connected to the broker")
+            if not self.fw_trial:
+                self.trial = None
 
     def on_puback(self, pid):
         msg = self.outbox.msg
         if msg is not None and msg.pid == pid:
             self.outbox.ack(msg)
             self.acked += 1
+        elif self.fw_trial and pid == self.health_pid:
+            from urbanpulse_fw import ota
+
+            ota.confirm(self.up)
+            hw.unload("ota")
+            self.fw_trial = False
+            self.trial = None
+            self.log("update %s confirmed: its health report reached the broker" % FW_VERSION)
 
     def command(self, topic, payload, retain=False):
         """Carry out a command (the payload of a message on .../cmd) and answer it on .../cmd/ack.
         The client's on_message; one function, not one per op: each function object costs
         heap."""
+        if self.ota is not None and topic == self.up.topic + "ota":
+            self.ota.chunk(payload)
+            return
         if topic != self.up.topic + "cmd" or not payload:
             return  # an empty payload clears a retained message: nothing to answer
         cid = None
@@ -421,6 +443,25 @@ class MainLoop:
             elif op == "flush":
                 self.flushing = True
                 extra["buffered"] = self.outbox.held()
+            elif op == "ota":
+                if d.get("version") == FW_VERSION:
+                    extra["state"] = "running"  # already: nothing to fetch
+                    extra["fw"] = FW_VERSION
+                else:
+                    n = len(self.spare)
+                    self.spare = []  # the release signature's check takes its room
+                    self.ota = None
+                    gc.collect()
+                    from urbanpulse_fw import ota
+
+                    try:
+                        ota.check(self.cfg, d)
+                        self.ota = ota.Job(self, d)
+                    finally:
+                        hw.unload("ota")
+                        for _ in range(n):
+                            self.spare.append(bytearray(1024))
+                    extra["state"] = "fetching"  # the first request at the next pass
             elif op == "config":
                 new = d.get("config")
                 if type(new) is not dict or not new:

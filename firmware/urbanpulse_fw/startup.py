@@ -30,6 +30,13 @@ def start(path="config.json"):
     names = os.listdir()
     if "config.new" in names or "config.trial" in names:
         trial = _trial(path, errors)
+    fw_trial = False
+    if "ota" in names:
+        from urbanpulse_fw import ota
+
+        fw_trial = ota.at_start()
+        _unload("ota")
+        _unload("spool")
     from urbanpulse_fw import bootcount, config
 
     try:
@@ -42,6 +49,7 @@ def start(path="config.json"):
         print("urbanpulse: %s" % e)
         print("urbanpulse: running with config.bak")
         errors.append(str(e))
+    cfg["fw_trial"] = fw_trial
     boot = bootcount.bump()
     _unload("config")
     _unload("bootcount")

@@ -150,6 +150,10 @@ class KeySettings(_Section):
     # board's config, and the board then carries out only commands signed with its private
     # half, which stays with the operators.
     command_public: Path | None = None
+    # The city's release public key (64 hex digits): provisioning writes it into every board's
+    # config ("ota_key"), and the board then installs only releases it signed
+    # (`urbanpulse ota build`); `ota push` checks a release against it before offering it.
+    release_public: Path | None = None
     # The gateway's receipt key (Ed25519, PKCS#8 PEM, 0600; `urbanpulse keys new`): it signs
     # the hourly receipts. None: sealed payloads are archived, but no receipt is made.
     receipt_key: Path | None = None

@@ -136,7 +136,7 @@ def test_two_boards_publish_contract_messages(broker: Broker,
     for board in (air, light):
         console = board.console()
         assert "Traceback" not in console and "Error" not in console, console
-        assert len(console.splitlines()) <= 6, "no log line per sample:\n" + console
+        assert len(console.splitlines()) <= 7, "no log line per sample:\n" + console
         check_board_messages(rec, board, 5)
         states = statuses(rec, board.device_id)
         assert states[0] == {"state": "online", "fw": "0.1.0", "boot": 1}, states

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 from support.paths import REPO
-from urbanpulse.contract.signing import UNSAFE_CONFIG_KEYS
+from urbanpulse.contract.signing import FIXED_CONFIG_KEYS, UNSAFE_CONFIG_KEYS
 from urbanpulse.contract.vocabulary import KINDS
 
 FIRMWARE = REPO / "firmware" / "urbanpulse_fw"
@@ -40,10 +40,16 @@ def test_firmware_kinds_are_the_gateway_vocabulary() -> None:
     assert kinds == tuple(KINDS), "same order as the gateway's vocabulary"
 
 
-def test_firmware_unsafe_config_keys_are_the_gateways() -> None:
-    # The operator's `cmd send config --unsafe` and the board's refusal name the same keys.
+def _cfgtrial(name: str) -> object:
     tree = ast.parse((FIRMWARE / "cfgtrial.py").read_text(encoding="utf-8"))
     (value,) = [ast.literal_eval(node.value) for node in tree.body
                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == "UNSAFE"]
-    assert value == UNSAFE_CONFIG_KEYS
+                and node.targets[0].id == name]
+    return value
+
+
+def test_firmware_unsafe_config_keys_are_the_gateways() -> None:
+    # The operator's `cmd send config --unsafe` and the board's refusal name the same keys;
+    # the keys no command changes, likewise.
+    assert _cfgtrial("UNSAFE") == UNSAFE_CONFIG_KEYS
+    assert _cfgtrial("FIXED") == FIXED_CONFIG_KEYS

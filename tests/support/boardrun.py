@@ -4,6 +4,7 @@ talked to as an operator would: commands on `city/{id}/cmd`, answers on `cmd/ack
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from typing import Any
 
@@ -15,8 +16,10 @@ from urbanpulse.devtools.fleet import EXIT_DEEPSLEEP, EXIT_RESET
 class Supervisor:
     """Runs a board and starts it again whenever it reboots or wakes from deep sleep."""
 
-    def __init__(self, board: Board, max_starts: int = 50) -> None:
+    def __init__(self, board: Board, max_starts: int = 50, watchdog: bool = False) -> None:
         self.board = board
+        # Also start it again after the host watchdog killed it (SIGKILL, firmware/host/hostwdt.py).
+        self.watchdog = watchdog
         self.max_starts = max_starts
         self.starts = 0
         self.codes: list[int] = []
@@ -34,7 +37,8 @@ class Supervisor:
             assert self.board.process is not None
             code = self.board.process.wait()
             self.codes.append(code)
-            if code not in (EXIT_RESET, EXIT_DEEPSLEEP):
+            if code not in (EXIT_RESET, EXIT_DEEPSLEEP) and not (
+                    self.watchdog and code == -signal.SIGKILL and not self._stop.is_set()):
                 return
 
     def stop(self) -> None:

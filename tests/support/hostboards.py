@@ -270,7 +270,8 @@ class Board:
         env = hostboard.board_env(bundle, self.folder)
         with (self.folder / "console.log").open("ab") as console:
             self.process = hostboard.launch(
-                hostboard.board_argv(micropython_binary(), self.heap, bundle),
+                hostboard.board_argv(micropython_binary(), self.heap, bundle,
+                                     folder=self.folder),
                 self.folder, env, console)
 
     def wait(self, timeout_s: float) -> int:

@@ -32,6 +32,10 @@ MAX_QUEUED_BYTES = 512 * 1024 * 1024
 # The channels a board publishes on, and the one it reads (CONTRACT.md, "Topics").
 BOARD_WRITES = ("telemetry", "health", "status", "cmd/ack")
 BOARD_READS = ("cmd",)
+# Over-the-air updates (contract/ota.py): a board asks for chunks and reads the answers; only
+# operators serve them.
+BOARD_OTA_WRITES = ("ota/req",)
+BOARD_OTA_READS = ("ota",)
 
 
 def acl(
@@ -47,6 +51,8 @@ def acl(
     ]
     lines += [f"pattern write {prefix}/%u/{channel}" for channel in BOARD_WRITES]
     lines += [f"pattern read {prefix}/%u/{channel}" for channel in BOARD_READS]
+    lines += [f"pattern write {prefix}/%u/{channel}" for channel in BOARD_OTA_WRITES]
+    lines += [f"pattern read {prefix}/%u/{channel}" for channel in BOARD_OTA_READS]
     for gateway in gateways:
         # Its workers ([service] workers) are users of their own: the username is the
         # client id, and each worker has its own session.
@@ -57,9 +63,11 @@ def acl(
             lines.append(f"topic write {prefix}/receipts/+")  # the hourly receipts
     for user in operators:
         lines += ["", "# An operator: sends commands, reads their acks, the boards' status and "
-                  "the receipts.",
+                  "the receipts, serves updates.",
                   f"user {user}", f"topic write {prefix}/+/cmd", f"topic read {prefix}/+/cmd/ack",
                   f"topic read {prefix}/+/status", f"topic read {prefix}/receipts/+"]
+        lines += [f"topic read {prefix}/+/{c}" for c in BOARD_OTA_WRITES]
+        lines += [f"topic write {prefix}/+/{c}" for c in BOARD_OTA_READS]
     return "\n".join(lines) + "\n"
 
 

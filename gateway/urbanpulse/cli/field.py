@@ -103,6 +103,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
     key_store = args.key_store or (settings.keys.device_keys if settings else None)
     command_key = _command_key(args.command_key
                                or (settings.keys.command_public if settings else None))
+    release_key = _command_key(args.release_key
+                               or (settings.keys.release_public if settings else None))
+    if release_key is not None and command_key is None:
+        raise CliError("a release key needs a command key too: a board takes an update only "
+                       "in a signed command")
     try:
         sensors = load_sensors(args.sensors) if args.sensors is not None else None
         result = provision(BoardRequest(
@@ -115,7 +120,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             mqtt_host=host, mqtt_port=port, prefix=prefix,
             passwd_file=args.passwd_file, acl_file=args.acl_file,
             sensors=sensors, simulated=args.simulated, force=args.force,
-            key_store=key_store, command_key=command_key,
+            key_store=key_store, command_key=command_key, release_key=release_key,
             mqtt_ca=_ca_der(ca_file) if ca_file else None,
             mqtt_tls_hostname=args.mqtt_tls_hostname,
             mqtt_backup_hosts=tuple(args.mqtt_backup_host),
@@ -194,6 +199,10 @@ def add_provision(sub: Any) -> None:
     p.add_argument("--command-key", type=Path, default=None,
                    help="the command public key (command.pub): the board then carries out "
                    "only signed commands (default: [keys] command_public of --config)")
+    p.add_argument("--release-key", type=Path, default=None,
+                   help="the release public key (release.pub): the board then installs "
+                   "updates over the air signed with it (default: [keys] release_public of "
+                   "--config; none: no updates over the air)")
     p.add_argument("--no-auth", action="store_true",
                    help="no broker credentials (a broker that allows anonymous boards)")
     p.add_argument("--out-dir", type=Path, default=default_out_dir(),

@@ -369,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_signing_commands(sub)
 
+    # Firmware updates over the air: ota build, verify, push (cli/ota.py).
+    from .ota import add_ota_commands
+
+    add_ota_commands(sub)
+
     # Open data anyone can verify: export, verify (cli/opendata.py).
     from .opendata import add_opendata_commands
 

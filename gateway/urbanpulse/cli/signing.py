@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import CliError
 
-KEY_NAMES = ("command", "receipt")
+KEY_NAMES = ("command", "receipt", "release")
 
 
 def default_key_dir() -> Path:
@@ -25,7 +25,7 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     from urbanpulse.contract.signing import public_hex, write_private
 
     out: Path = args.out_dir
-    names = KEY_NAMES if args.which == "both" else (args.which,)
+    names = KEY_NAMES[:2] if args.which == "both" else (args.which,)
     existing = [out / f"{n}.key" for n in names if (out / f"{n}.key").exists()]
     if existing:
         raise CliError(f"{existing[0]} exists: a key is never overwritten (boards and exports "
@@ -40,6 +40,9 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     if "command" in names:
         print("Keep command.key with the operators only (not on the gateway or the broker);\n"
               "give command.pub to provisioning ([keys] command_public).")
+    if "release" in names:
+        print("Keep release.key where releases are built (`urbanpulse ota build`); give "
+              "release.pub to provisioning ([keys] release_public).")
     if "receipt" in names:
         print("receipt.key belongs to the gateway's user; receipt.pub is published with every "
               "export.")
@@ -60,14 +63,14 @@ def _params(words: list[str]) -> dict[str, Any]:
     return params
 
 
-def _targets(args: argparse.Namespace, settings: Any) -> tuple[list[str], str, list[str]]:
-    """(devices, op, NAME=VALUE words) from the positional words and --district / --kind."""
-    words: list[str] = list(args.words)
-    many = args.district is not None or args.kind is not None
-    if len(words) < (1 if many else 2):
-        raise CliError("give DEVICE OP [NAME=VALUE ...], or --district/--kind and OP")
-    if not many:
-        return [words[0]], words[1], words[2:]
+def targets(args: argparse.Namespace, settings: Any,
+            words: list[str]) -> tuple[list[str], list[str]]:
+    """(devices, the other words): with --district and/or --kind the registry's matching
+    boards, else the first word."""
+    if args.district is None and args.kind is None:
+        if not words:
+            raise CliError("name the boards, or give --district and/or --kind")
+        return words[:1], words[1:]
     from urbanpulse.registry.devices import RegistryError, load_registry
 
     try:
@@ -79,19 +82,32 @@ def _targets(args: argparse.Namespace, settings: Any) -> tuple[list[str], str, l
     if not devices:
         raise CliError(f"no registered board matches --district {args.district} "
                        f"--kind {args.kind} in {settings.registry.path}")
+    return devices, words
+
+
+def _targets(args: argparse.Namespace, settings: Any) -> tuple[list[str], str, list[str]]:
+    """(devices, op, NAME=VALUE words) from the positional words and --district / --kind."""
+    devices, words = targets(args, settings, list(args.words))
+    if not words:
+        raise CliError("give DEVICE OP [NAME=VALUE ...], or --district/--kind and OP")
     return devices, words[0], words[1:]
 
 
-def cmd_send(args: argparse.Namespace) -> int:
+def operator(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(settings of --config, the command private key of --key-file)."""
     from urbanpulse.config import ConfigError, load_settings
     from urbanpulse.contract.signing import KeyFileError, load_private
-    from urbanpulse.field.commands import CommandError, send
 
     try:
-        settings = load_settings(args.config)
-        key = load_private(args.key_file)
+        return load_settings(args.config), load_private(args.key_file)
     except (ConfigError, KeyFileError) as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from urbanpulse.field.commands import CommandError, send
+
+    settings, key = operator(args)
     devices, op, words = _targets(args, settings)
     try:
         answers = send(settings.mqtt, devices, op, _params(words), key, ttl_s=args.ttl,

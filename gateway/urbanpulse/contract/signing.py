@@ -36,6 +36,9 @@ REFUSALS = ("retained", "unsigned", "bad_signature", "wrong_device", "replayed",
 # source, which certificates and the commands' expiry rest on). The firmware's cfgtrial.UNSAFE
 # is the same (tests/firmware/test_kinds.py).
 UNSAFE_CONFIG_KEYS = ("mqtt", "wifi", "watchdog_s", "rollback_s", "ntp_host")
+# Config keys no command changes (cfgtrial.FIXED): the release key decides what firmware a
+# board runs, apart from the command key, whose holders decide when and where.
+FIXED_CONFIG_KEYS = ("ota_key",)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -125,10 +125,11 @@ class HealthField:
 
 # What the chip tells (power, wdt, deepsleep; hard, soft, unknown from older firmware), what
 # the firmware meant (reboot and config commands, a config rolled back, a fatal error, out
-# of memory, a start that failed), or a reset it did not mean (crash: a panic).
+# of memory, a start that failed, an update installed over the air), or a reset it did not
+# mean (crash: a panic).
 RESET_CAUSES: tuple[str, ...] = (
     "power", "hard", "wdt", "deepsleep", "soft", "unknown",
-    "reboot", "config", "rollback", "fatal", "memory", "start", "crash",
+    "reboot", "config", "rollback", "fatal", "memory", "start", "crash", "ota",
 )
 
 # Every field of a health message but `t` (optional, each). Numbers are stored as floats.

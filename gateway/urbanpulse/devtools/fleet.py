@@ -211,7 +211,8 @@ class Fleet:
         env = hostboard.board_env(self._firmware, board.folder)
         with board.log_file.open("ab") as console:
             board.process = hostboard.launch(
-                hostboard.board_argv(self._micropython, self.heap, self._firmware),
+                hostboard.board_argv(self._micropython, self.heap, self._firmware,
+                                     folder=board.folder),
                 board.folder, env, console)
         board.starts += 1
         board.started_at = time.monotonic()

@@ -34,6 +34,12 @@ _POOL_SHARE = 64.0 / 64.75
 # Besides the image: its bytearray's header, the VfsRom object, the mount and hostrom's own
 # code, which a board's C code keeps out of the heap.
 _MOUNT_BYTES = 768  # measured: rom and plain boards within 32 bytes (1.29)
+# Updates over the air, in a board's folder (firmware/urbanpulse_fw/ota.py), and the share of
+# their .mpy files' size that the modules a board loads take in its heap (measured, 1.29: a
+# streetlight's loaded code took 22.6 KB of the 62 KB of files; half leaves room for
+# the drivers of other kinds).
+UPDATE_SLOTS = ("ota/a", "ota/b")
+_LOADED_CODE_SHARE = 0.5
 # Tells the firmware's stand-in for `network` that stdin is the stop pipe (see launch()).
 STOP_VARIABLE = "URBANPULSE_HOST_STOP"
 
@@ -54,16 +60,29 @@ def rom_bytes(bundle: Path) -> int:
     return (image + 15) // 16 * 16 + _MOUNT_BYTES
 
 
-def heap_size(ram: str, bundle: Path) -> int:
+def update_code_bytes(folder: Path | None) -> int:
+    """What the code of an update installed over the air (ota/a, ota/b in the board's folder)
+    takes of a host board's heap: the board loads it from its filesystem into RAM, where the
+    flashed firmware is mapped from its ROMFS image. A share of the larger slot's files."""
+    if folder is None:
+        return 0
+    slots = [sum(p.stat().st_size for p in (folder / slot).rglob("*.mpy"))
+             for slot in UPDATE_SLOTS if (folder / slot).is_dir()]
+    return math.ceil(max(slots, default=0) * _LOADED_CODE_SHARE)
+
+
+def heap_size(ram: str, bundle: Path, folder: Path | None = None) -> int:
     """The heap to give a host board with ``ram`` of RAM: that much left for the firmware
-    once its ROMFS image fills the front of the heap."""
-    return ram_bytes(ram) + math.ceil(rom_bytes(bundle) / _POOL_SHARE)
+    once its ROMFS image fills the front of the heap (and an update's code, if it has one)."""
+    code = rom_bytes(bundle) + update_code_bytes(folder)
+    return ram_bytes(ram) + math.ceil(code / _POOL_SHARE)
 
 
-def board_argv(micropython: str, ram: str, bundle: Path, module: str = MAIN) -> list[str]:
-    """The command that starts a host board with ``ram`` of RAM (in its folder, board_env):
-    ``module`` is main.py, or a bench's script in the board's folder."""
-    return [micropython, "-X", f"heapsize={heap_size(ram, bundle)}", "-c",
+def board_argv(micropython: str, ram: str, bundle: Path, module: str = MAIN,
+               folder: Path | None = None) -> list[str]:
+    """The command that starts a host board with ``ram`` of RAM (in its ``folder``,
+    board_env): ``module`` is main.py, or a bench's script in the board's folder."""
+    return [micropython, "-X", f"heapsize={heap_size(ram, bundle, folder)}", "-c",
             f"import hostrom, {module}"]
 
 

@@ -97,6 +97,7 @@ def board_config(
     max_messages: int | None = None,
     cmd_key: str | None = None,
     device_key: str | None = None,
+    ota_key: str | None = None,
     tls: dict[str, Any] | None = None,
     backup_hosts: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -131,4 +132,6 @@ def board_config(
         config["cmd_key"] = cmd_key
     if device_key is not None:
         config["device_key"] = device_key
+    if ota_key is not None:  # the release public key: updates over the air it signed
+        config["ota_key"] = ota_key
     return config

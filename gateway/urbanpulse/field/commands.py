@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from urbanpulse.broker.subscriber import BrokerError, subscribed
 from urbanpulse.config import MqttSettings
-from urbanpulse.contract.signing import UNSAFE_CONFIG_KEYS, sign_command
+from urbanpulse.contract.signing import FIXED_CONFIG_KEYS, UNSAFE_CONFIG_KEYS, sign_command
 
 DEFAULT_TTL_S = 300
 _last_n = 0
@@ -68,6 +68,10 @@ def command_for(device_id: str, op: str, params: Mapping[str, Any], key: Ed25519
         config = params.get("config")
         if not isinstance(config, dict) or not config:
             raise CommandError("config needs config='{...}', a non-empty JSON object")
+        fixed = sorted(set(config) & set(FIXED_CONFIG_KEYS))
+        if fixed:
+            raise CommandError(f"config changes {', '.join(fixed)}: set over USB only "
+                               "(urbanpulse provision), never by a command")
         risky = sorted(set(config) & set(UNSAFE_CONFIG_KEYS))
         if risky and not unsafe:
             raise CommandError(f"config changes {', '.join(risky)}: a wrong value can cut the "

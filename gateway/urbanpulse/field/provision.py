@@ -80,6 +80,7 @@ class BoardRequest:
     force: bool = False
     key_store: Path | None = None  # the gateway's device key store
     command_key: str | None = None  # the command public key, hex; None: unsigned commands
+    release_key: str | None = None  # the release public key, hex; None: no updates over the air
     mqtt_ca: bytes | None = None  # the city's CA (DER): the board speaks TLS, trusting it only
     mqtt_tls_hostname: str | None = None  # the name in the broker's certificate (None: host)
     mqtt_backup_hosts: tuple[str, ...] = ()  # brokers the board tries in turn after mqtt_host
@@ -162,6 +163,7 @@ def _config(req: BoardRequest, device: Device, password: str | None,
         sensors=sensors,
         cmd_key=req.command_key,
         device_key=device_key,
+        ota_key=req.release_key,
         tls=None if req.mqtt_ca is None else {"ca_file": CA_FILE,
                                               "hostname": req.mqtt_tls_hostname},
         backup_hosts=list(req.mqtt_backup_hosts),
