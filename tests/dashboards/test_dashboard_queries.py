@@ -184,6 +184,9 @@ EXPECTED: dict[tuple[str, str, str], Compute] = {
     ("network-health", "Command answers", "A"): lambda d: Series(
         series(d.select("device_command"), ["id", "ok", "error"],
                ["district", "kind", "device_id"])),
+    ("network-health", "Firmware updates", "A"): lambda d: Series(series(
+        d.select("device_command", where=lambda p: str(p.fields["id"]).startswith("ota-")),
+        ["id", "state", "fw", "error"], ["district", "kind", "device_id"])),
     ("network-health", "Sealed telemetry per board", "A"): lambda d: Latest(_totals(
         d.select("device_integrity"), ["verified", "gaps", "forks", "bad_mac", "replayed"],
         ["district", "kind", "device_id"])),

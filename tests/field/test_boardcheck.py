@@ -82,12 +82,17 @@ def test_published_status_health_and_readings_are_shown_with_ages(
                 "config_error": "sensors[1].uart.tx: must be an integer pin"})
             publisher.publish("city/air-check-01/telemetry", {"v": 1, "boot": 7, "seq": 0,
                               "samples": [{"t": now - 5_000, "pm25": 12.4, "pm10": 20.0}]})
+            # An update's last answer (`urbanpulse ota push`), and a plain command's after it.
+            publisher.publish("city/air-check-01/cmd/ack", {
+                "id": "ota-0a1b2c3d", "ok": True, "state": "running", "fw": "0.4.0"})
+            publisher.publish("city/air-check-01/cmd/ack", {"id": "c-9", "ok": True})
 
             def shown() -> subprocess.CompletedProcess[str] | None:
                 result = check(config, "air-check-01")
                 # Both stored ("health    no health report stored" is not enough: the
                 # readings may be stored in an earlier batch than the health report).
-                return result if "readings  air_quality" in result.stdout and re.search(
+                return result if "readings  air_quality" in result.stdout and "update " in \
+                    result.stdout and re.search(
                     r"^health    \d+ s ago", result.stdout, re.MULTILINE) else None
 
             result = wait_until(shown, timeout_s=30, what="health and readings stored")
@@ -102,6 +107,7 @@ def test_published_status_health_and_readings_are_shown_with_ages(
         assert "          faults: bme280:no_ack" in out
         assert "          config error: sensors[1].uart.tx: must be an integer pin" in out
         assert "readings  air_quality " in out and ": pm10 20, pm25 12.4" in out
+        assert re.search(r"^update    running 0.4.0 \(ota-0a1b2c3d, \d+ s ago\)$", out, re.M), out
         assert out.splitlines()[-1] == "result    ONLINE"
 
         # The board's last will (or a clean stop) leaves "offline" retained: exit 1.

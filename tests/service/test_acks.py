@@ -26,6 +26,11 @@ from urbanpulse.service.stats import Stats
                                                       "error": "retained"}),
     (b'{"id":null,"ok":false,"error":"syntax error in JSON"}',
      {"ok": False, "error": "syntax error in JSON"}),
+    # A firmware update's progress (contract/ota.py), and its end.
+    (b'{"id":"ota-1","ok":true,"state":"installed","fw":"0.1.1"}',
+     {"id": "ota-1", "ok": True, "state": "installed", "fw": "0.1.1"}),
+    (b'{"id":"ota-1","ok":false,"error":"rolled_back","fw":"0.1.0","tried":"0.1.1"}',
+     {"id": "ota-1", "ok": False, "error": "rolled_back", "fw": "0.1.0"}),
 ])
 def test_an_answer_is_parsed_to_its_fields(payload: bytes, fields: dict[str, object]) -> None:
     assert parse_ack(payload) == fields

@@ -123,6 +123,15 @@ def generate() -> list[Point]:
                       DAY_START + 9 * HOUR))
             add(Point("device_command", b.tags(), {"id": "c-2", "ok": False,
                                                    "error": "retained"}, DAY_START + 10 * HOUR))
+            # A firmware rollout at 11:00: light-n1 (the canary) runs it, light-s1 went back.
+            rollout: list[dict[str, Value]] = [
+                {"state": "fetching"}, {"state": "installed", "fw": "0.1.1"},
+                       {"state": "running", "fw": "0.1.1"}]
+            if b.device_id == "light-s1":
+                rollout[2] = {"ok": False, "error": "rolled_back", "fw": "0.1.0"}
+            for i, answer in enumerate(rollout):
+                add(Point("device_command", b.tags(), {"id": "ota-0a1b2c3d", "ok": True,
+                                                       **answer}, DAY_START + 11 * HOUR + i))
         add(Point("kpi_capture_daily", b.tags(level="device"), {
             "valid_hours": 0.0 if b.device_id == "park-n1" else 24.0,
             "capture": 0.0 if b.device_id == "park-n1" else 1.0,

@@ -25,6 +25,9 @@ MANIFEST_MAGIC = "urbanpulse-ota"
 MANIFEST_VERSION = "1"
 STATEMENT_PREFIX = "urbanpulse-ota-v1"
 OP = "ota"
+# The commands `urbanpulse ota push` sends are named "ota-" and 8 hex digits: the network
+# dashboard and `board check` find a board's update answers by it.
+OTA_ID_PREFIX = "ota-"
 REQUEST_CHANNEL = "ota/req"
 CHUNK_CHANNEL = "ota"
 # A chunk: what a 64 KiB board receives in one piece beside its running firmware (measured

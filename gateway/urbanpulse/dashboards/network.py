@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
 
+from urbanpulse.contract.ota import OTA_ID_PREFIX
 from urbanpulse.contract.vocabulary import DEVICE_INTEGRITY_FIELDS
 
 from . import panels as p
@@ -63,7 +64,16 @@ def build() -> dash.Dashboard:
             description="What each board answered to the commands sent to it (device_command):"
             " the command's id, ok, and the reason of a refusal (retained, bad JSON, a bad "
             "value).",
-            transformations=[p.merge_tables()], width=24, height=6))
+            transformations=[p.merge_tables()], width=12, height=6))
+        .with_panel(p.table_panel(
+            "Firmware updates",
+            [points("device_command", ["id", "state", "fw", "error"], None, BY_DEVICE,
+                    variables=VARS, extra=f'"id" =~ /^{OTA_ID_PREFIX}/')],
+            description="Rollouts (`urbanpulse ota push`), answer by answer: fetching, "
+            "installed (rebooting into it on trial), running (confirmed after its first health "
+            "report), or the error (rolled_back: the board went back to its last good "
+            "firmware). Canaries come first; a failed canary stops the rollout.",
+            transformations=[p.merge_tables()], width=12, height=6))
         .with_panel(p.table_panel(
             "Sealed telemetry per board",
             [latest("device_integrity", DEVICE_INTEGRITY_FIELDS, None, BY_DEVICE,

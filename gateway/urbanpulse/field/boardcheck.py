@@ -20,7 +20,9 @@ import paho.mqtt.client as mqtt
 
 from urbanpulse.broker.subscriber import BrokerError, subscribed
 from urbanpulse.config import MqttSettings, Settings
+from urbanpulse.contract.ota import OTA_ID_PREFIX
 from urbanpulse.contract.vocabulary import (
+    DEVICE_COMMAND_MEASUREMENT,
     DEVICE_HEALTH_MEASUREMENT,
     DEVICE_STATUS_MEASUREMENT,
     HEALTH_FIELDS,
@@ -54,6 +56,7 @@ class Report:
     now_ms: int
     health: dict[str, Any] | None = None
     liveness: dict[str, Any] | None = None
+    update: dict[str, Any] | None = None  # the last answer to a firmware update (ota push)
     readings: dict[str, dict[str, Any]] = field(default_factory=dict)
     influx_error: str | None = None
     registry_error: str | None = None
@@ -89,10 +92,11 @@ def read_status(settings: MqttSettings, device_id: str, timeout_s: float = 5.0) 
                   messages[-1])
 
 
-def _last_row(writer: V1Writer, measurement: str, device_id: str) -> dict[str, Any] | None:
+def _last_row(writer: V1Writer, measurement: str, device_id: str,
+              where: str = "") -> dict[str, Any] | None:
     series = writer.query(
         f"SELECT * FROM {ident(measurement)} WHERE \"device_id\" = {string(device_id)} "
-        "ORDER BY time DESC LIMIT 1"
+        f"{where} ORDER BY time DESC LIMIT 1"
     )
     if not series or not series[0].get("values"):
         return None
@@ -119,6 +123,8 @@ def check_board(settings: Settings, device_id: str, timeout_s: float = 5.0) -> R
     try:
         report.health = _last_row(writer, DEVICE_HEALTH_MEASUREMENT, device_id)
         report.liveness = _last_row(writer, DEVICE_STATUS_MEASUREMENT, device_id)
+        report.update = _last_row(writer, DEVICE_COMMAND_MEASUREMENT, device_id,
+                                  f'AND "id" =~ /^{OTA_ID_PREFIX}/')
         for measurement in measurements:
             row = _last_row(writer, measurement, device_id)
             if row is not None:
@@ -190,6 +196,11 @@ def format_report(report: Report, stale_after_s: float | None = None) -> str:
         lines += _health_lines(report.health, now)
     elif not report.influx_error:
         lines.append("health    no health report stored")
+    u = report.update
+    if u:
+        what = (u.get("state") or "?") if u.get("ok") else f"failed: {u.get('error')}"
+        fw = f" {u['fw']}" if u.get("fw") else ""
+        lines.append(f"update    {what}{fw} ({u.get('id')}, {age(now, u['time'])})")
     limit = stale_after_s or (3 * d.interval_s if d is not None else None)
     for measurement, row in report.readings.items():
         values = ", ".join(f"{k} {_number(v)}" for k, v in row.items() if k != "time")

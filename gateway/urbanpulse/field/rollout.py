@@ -52,7 +52,7 @@ class Rollout:
         self.key = key
         self.log = log
         self.ttl_s = ttl_s
-        self.cid = f"ota-{secrets.token_hex(4)}"
+        self.cid = f"{ota.OTA_ID_PREFIX}{secrets.token_hex(4)}"
         self.boards: dict[str, Progress] = {}
         self.changed = threading.Condition()
         self.client: mqtt.Client | None = None

@@ -5,7 +5,8 @@ Payload: ``{"id": "c-17", "ok": true, ...}`` or ``{"id": "c-17", "ok": false, "e
 "retained"}`` (``id`` is null when the command was not even JSON). An answer carries no time of
 its own: it is stored at its arrival (one ms later than the board's previous answer at the
 least, so that no two answers ever share a point). ``ok`` is a bool, ``id`` and ``error``
-strings; other members (a ``flush``'s ``buffered``) are left out. Over MAX_ACK_BYTES, not JSON,
+strings, and an update's ``state`` and ``fw`` (contract/ota.py) strings too; other members (a
+``flush``'s ``buffered``) are left out. Over MAX_ACK_BYTES, not JSON,
 not an object or without a bool ``ok``: rejected whole, counted and logged like any message.
 """
 
@@ -20,7 +21,8 @@ from urbanpulse.registry.devices import RegisteredDevice
 
 from .channels import DeviceChannel
 
-_MAX_ID, _MAX_ERROR = 64, 200
+# The string members stored, each cut at its limit.
+_STRINGS = (("id", 64), ("error", 200), ("state", 16), ("fw", 32))
 
 
 def parse_ack(payload: bytes) -> dict[str, bool | str]:
@@ -32,7 +34,7 @@ def parse_ack(payload: bytes) -> dict[str, bool | str]:
     if not isinstance(ok, bool):
         raise MessageRejected(Reason.BAD_ENVELOPE, f"ok={ok!r}: must be true or false")
     fields: dict[str, bool | str] = {"ok": ok}
-    for key, limit in (("id", _MAX_ID), ("error", _MAX_ERROR)):
+    for key, limit in _STRINGS:
         value = raw.get(key)
         if value is None:
             continue
