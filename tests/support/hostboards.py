@@ -142,6 +142,7 @@ class Received:
     payload: bytes
     retain: bool
     dup: bool
+    at: float = field(default_factory=time.time)  # when it arrived
 
 
 @dataclass
