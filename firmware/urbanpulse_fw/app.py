@@ -24,7 +24,13 @@ def main(path="config.json"):
         clock.SCALE = cfg["clock_scale"]
         if cfg["clock_wrap_ms"] is not None:
             clock.wrap(cfg["clock_wrap_ms"])
-        clock._anchor = [cfg["clock_start_ms"], clock.ticks()]
+        t = cfg["clock_start_ms"]
+        try:  # after a deep sleep: where its RTC would be (deepsleep.py)
+            with open("hostclock") as f:
+                t = int(f.read())
+        except (OSError, ValueError):
+            pass
+        clock._anchor = [t, clock.ticks()]
     cause, wdt = startup.hardware(cfg)
     n = startup.crashes(cause)
     if n >= startup.SAFE_AFTER:

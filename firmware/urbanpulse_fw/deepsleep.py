@@ -33,6 +33,11 @@ def _sleep(ms):
         f.write("%d" % ms)
     with open("reset_cause", "w") as f:
         f.write("deepsleep")
+    if clock._anchor is not None:
+        # The host's emulated clock (host_clock) goes on across the sleep, as an ESP32's RTC
+        # does: the next start reads it (app.py).
+        with open("hostclock", "w") as f:
+            f.write("%d" % (clock.now_ms() + ms))
     sys.exit(4)  # hwmisc.EXIT_DEEPSLEEP
 
 

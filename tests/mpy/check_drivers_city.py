@@ -71,6 +71,7 @@ def test_pulse_output_stuck_active_is_a_fault():
         poll_until(s, lambda d: "vehicles" in d, 2500, "recovery")
 
 
+@in_tmpdir  # the learnt baseline goes to bay.BASE_FILE in the cwd
 def test_parking_hysteresis_ignores_a_passing_car():
     s = one({"type": "bay", "dwell_s": 1, "threshold": 300}, "parking")
     emu = hostbus.chip("i2c0.13", "qmc5883l")
@@ -98,6 +99,26 @@ def test_parking_hysteresis_ignores_a_passing_car():
     poll_until(s, lambda d: not d["occupied"], 3000, "the bay freed")
 
 
+@in_tmpdir
+def test_parking_baseline_is_kept_and_the_first_reading_decides():
+    s = one({"type": "bay", "dwell_s": 5, "threshold": 300}, "parking")
+    emu = hostbus.chip("i2c0.13", "qmc5883l")
+    emu.auto_traffic = False
+    emu.occupied = False
+    poll_until(s, lambda d: "occupied" in d, what="the empty bay learnt")
+    eq(read(s), {"occupied": False}, "empty bay")
+    # A reset or a deep-sleep wake with a car in the bay: the baseline is the empty bay's,
+    # kept in flash, and the first reading says occupied at once (no 5 s dwell).
+    s = one({"type": "bay", "dwell_s": 5, "threshold": 300}, "parking")
+    emu = hostbus.chip("i2c0.13", "qmc5883l")  # the bus built again: the same chip, anew
+    emu.auto_traffic = False
+    emu.occupied = True
+    t0 = time.ticks_ms()
+    poll_until(s, lambda d: d.get("occupied") is True, 1500, "the parked car at the start")
+    assert time.ticks_diff(time.ticks_ms(), t0) < s.wait_ms, "within the wake's wait"
+
+
+@in_tmpdir
 def test_parking_missing_magnetometer_and_recovery():
     s = one({"type": "bay"}, "parking")
     emu = hostbus.chip("i2c0.13", "qmc5883l")

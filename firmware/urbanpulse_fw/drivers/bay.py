@@ -1,7 +1,10 @@
 # Parking bay sensor: a QMC5883L magnetometer (I2C 0x0D) under the bay. A car's steel bends
 # the earth's field; the bay is occupied while the disturbance from the empty-bay baseline
 # stays above a threshold. Hysteresis: a lower release threshold, and a state changes only
-# after the new condition held for dwell_s, so a car driving past does not flip it.
+# after the new condition held for dwell_s, so a car driving past does not flip it. The
+# first reading after a start decides at once (a deep-sleep wake has no time to dwell). A
+# baseline learnt from the first reading (the bay empty when the board is installed) is kept
+# in flash (BASE_FILE): a reset or a wake with a car in the bay must not learn the car.
 import math
 import time
 
@@ -21,6 +24,7 @@ _REG_ID = const(0x0D)
 _CHIP_ID = const(0xFF)
 
 STALE_MS = 5000
+BASE_FILE = "bay_base"  # one bay sensor per board: the QMC5883L has one I2C address
 
 
 def _s16(b, i):
@@ -29,11 +33,19 @@ def _s16(b, i):
 
 
 class Sensor(base.Sensor):
+    wait_ms = 1500  # set up at the first poll, read at the next (every 250 ms)
+
     def __init__(self, i2c, addr, threshold, dwell_s, baseline=None):
         self.i2c = i2c
         self.addr = addr
         self.thr = threshold
         self.dwell = int(dwell_s * 1000)
+        if baseline is None:
+            try:
+                with open(BASE_FILE) as f:
+                    baseline = [float(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                pass
         self.base = baseline  # learnt from the first reading when not configured
         self.occ = False
         self.since = None  # when the opposite condition started
@@ -73,12 +85,16 @@ class Sensor(base.Sensor):
         v = (_s16(d, 0), _s16(d, 2), _s16(d, 4))
         self.at = now
         self.dead = False
-        self.got = True
         b = self.base
         if b is None:
             b = self.base = list(v)
+            with open(BASE_FILE, "w") as f:
+                f.write("%d %d %d" % v)
         dev = self.dev = math.sqrt((v[0] - b[0]) ** 2 + (v[1] - b[1]) ** 2 + (v[2] - b[2]) ** 2)
         want = dev > (self.thr * 0.6 if self.occ else self.thr)
+        if not self.got:
+            self.got = True
+            self.occ = want  # nothing to dwell on yet
         if want == self.occ:
             self.since = None
             if not want and dev < self.thr / 3:

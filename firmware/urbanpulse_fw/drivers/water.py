@@ -16,6 +16,8 @@ _MAX_MM = const(7500)  # farther: no echo
 
 
 class Sensor(base.Sensor):
+    wait_ms = 2000  # a deep-sleep wake: the first pings (one every ~100 ms)
+
     def __init__(self, uart, mount_cm, pings=5):
         self.uart = uart
         self.mount = mount_cm
@@ -65,8 +67,8 @@ class Sensor(base.Sensor):
         if time.ticks_diff(now, self.at) > STALE_MS:
             self.mm = []
             return "timeout"
-        if not self.mm:
-            return []  # just started
+        if len(self.mm) < min(self.n, 3):
+            return []  # just started: a median of fewer pings would let a wild one through
         s = sorted(self.mm)
         k = len(s)
         med = s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
