@@ -34,6 +34,10 @@ def irq(p):
 
 
 def handle(o, args, name, d):
+    if name == "Counter":  # hostbus.Counter(the Pin it counts)
+        obj = _objs[o] = hostbus.Counter(_objs[args[0]])
+        obj.link_id = o
+        return None
     if name in ("I2C", "UART", "Pin", "ADC"):  # hostbus.I2C(id), UART(id, chip=), ...
         a = args[0]
         t = getattr(hostbus, name)

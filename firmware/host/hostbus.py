@@ -147,6 +147,26 @@ class Pin:
         self.active = 1 if trigger == self.IRQ_RISING else 0
 
 
+class Counter:
+    """machine.Counter: a hardware unit counting the edges on a pin (the chip's, counted
+    by the chip: emu_pulse.count)."""
+
+    RISING = 1
+    FALLING = 2
+
+    def __init__(self, unit, src=None, edge=RISING, filter_ns=0):
+        if src is None:  # from emuserver.py: Counter(pin)
+            src = unit
+        self.pin = src
+
+    def value(self, v=None):
+        d = chip("pin%d" % self.pin.n, self.pin.kind)
+        n = d.count()
+        if v is not None:
+            d.counted = 0
+        return n
+
+
 class ADC:
     def __init__(self, pin, chip=None):
         self.key = "adc%d" % pin.n

@@ -1,7 +1,8 @@
-# The board's machine.I2C, UART, Pin and ADC on a PC, as thin proxies: every bus transaction
-# goes over a Unix socket to a separate MicroPython process (host/emuserver.py, started when
-# this module is imported) where hostbus.py and the emulated chips (emu_*.py) answer. The
-# board's own 64 KiB heap then holds what a real board holds: the drivers, not the chips.
+# The board's machine.I2C, UART, Pin, ADC and Counter on a PC, as thin proxies: every bus
+# transaction goes over a Unix socket to a separate MicroPython process (host/emuserver.py,
+# started when this module is imported) where hostbus.py and the emulated chips (emu_*.py)
+# answer. The board's own 64 KiB heap then holds what a real board holds: the drivers, not
+# the chips.
 # Never copied to a board. Checks that drive chips in-process (tests/mpy) import hostbus.
 #
 # It stands in for C code, so it allocates what C would: a call leaves nothing on the heap but
@@ -77,6 +78,8 @@ class Pin:
     PULL_UP = 2
     IRQ_FALLING = 2
     IRQ_RISING = 1
+    RISING = 1  # machine.Counter's
+    FALLING = 2
 
     def __init__(self, n, *a, **kw):
         global _o, _m
@@ -84,6 +87,10 @@ class Pin:
         _objs.append(self)
         p = isinstance(n, Pin)
         _o = self
+        if "src" in kw:  # Counter(unit, src=pin, edge=, filter_ns=): the pin's chip counts
+            _m = "Counter"
+            _call(kw["src"].id)
+            return
         _m = "I2C" if "scl" in kw else "UART" if "tx" in kw else "ADC" if p else "Pin"
         _call(n.id if p else n, kw.get("chip"))
 
@@ -102,4 +109,4 @@ class Pin:
         _call(trigger, handler is not None)
 
 
-I2C = UART = ADC = Pin
+I2C = UART = ADC = Counter = Pin

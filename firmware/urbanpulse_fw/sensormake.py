@@ -8,7 +8,8 @@ UART2 = {"bus": 2, "tx": 17, "rx": 16}
 UART1 = {"bus": 1, "tx": 33, "rx": 25}
 KEYS = {
     "bme280": ("i2c", "addr"), "pms5003": ("uart",), "scd41": ("i2c", "addr", "th"),
-    "noise": ("adc", "db_per_v", "offset_db"), "pulse": ("pin", "edge", "min_gap_ms"),
+    "noise": ("adc", "db_per_v", "offset_db"),
+    "pulse": ("pin", "edge", "min_gap_ms", "counter", "filter_ns"),
     "bay": ("i2c", "addr", "threshold", "dwell_s", "baseline"),
     "lamp": ("relay", "pzem", "lat", "lon", "auto"), "water": ("uart", "mount_cm", "pings"),
     "soil": ("adc", "dry", "wet"),
@@ -88,7 +89,15 @@ def make(e, name, t):
         gap = c.num(e, "min_gap_ms", name, 50, 0, 10000, True)
         rising = edge == "rising"
         p = bus.pin_in(c.pin(e.get("pin", 27), name + ".pin", name), not rising, t)
-        return _driver(t)(p, bus.irq_trigger(rising), int(rising), gap)
+        k = None
+        if "counter" in e:  # counted by a hardware unit, not the pin's interrupt
+            if "min_gap_ms" in e:
+                raise c.Bad("%s.min_gap_ms: the interrupt's debounce; a counter filters "
+                            "with filter_ns (for solid-state outputs: relays bounce longer)"
+                            % name)
+            k = bus.counter(c.num(e, "counter", name, ..., 0, 7, True), p, rising,
+                            c.num(e, "filter_ns", name, 10000, 0, 1000000, True))
+        return _driver(t)(p, bus.irq_trigger(rising), int(rising), gap, k)
     mount = None
     if t == "water":
         mount = c.num(e, "mount_cm", name, ..., 10, 5000)

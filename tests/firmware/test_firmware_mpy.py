@@ -433,3 +433,21 @@ def test_fleet_with_drivers_from_a_relative_state_dir(
     samples = [s for d in rec.docs(device.device_id, "telemetry") for s in d["samples"]]
     assert all({"lamp_on", "power", "energy"} <= set(s) for s in samples), samples
 
+
+
+def test_a_traffic_board_counts_vehicles_in_hardware(broker: Broker,
+                                                     boards: Callable[..., Board]) -> None:
+    """The pulse counter on a PCNT unit (machine.Counter; on the host, emulated beside the
+    detector, firmware/host/hostbus.py): the board reports its counts as with the interrupt."""
+    rec = Recorder(broker.port)
+    try:
+        board = boards("traffic-pcnt-01", "traffic", broker.port, max_messages=3,
+                       sample_interval_s=1, sensors=[{"type": "pulse", "counter": 0}])
+        board.start()
+        assert board.wait(60) == 0, board.console()
+        got = [s for d in rec.docs(board.device_id, "telemetry") for s in d["samples"]]
+        assert got and all(isinstance(s.get("vehicles"), int) and s["period_s"] >= 1
+                           for s in got), got
+        assert "Traceback" not in board.console(), board.console()
+    finally:
+        rec.close()

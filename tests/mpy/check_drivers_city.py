@@ -7,7 +7,7 @@ import time
 import hostbus
 from drivertest import build, near, one, poll_for, poll_until, read
 from mpytest import eq, in_tmpdir, setting
-from urbanpulse_fw import clock
+from urbanpulse_fw import clock, sensors
 from urbanpulse_fw.drivers import lamp, pulse, pzem, water
 
 
@@ -57,6 +57,23 @@ def test_pulses_counted_per_period_with_debounce():
     d = read(s)
     eq(d["vehicles"], 0, "nothing in an empty period")
     eq(d["period_s"], 1, "never below 1 s")
+
+
+def test_pulses_counted_in_hardware_none_merged():
+    # A PCNT unit counts on its own: a burst of pulses the CPU could not have served one by
+    # one (the emulator hands them over at once) all count, and reading clears the count.
+    s = one({"type": "pulse", "pin": 26, "counter": 1}, "traffic")
+    emu = hostbus.chip("pin26", "pulse")
+    emu.pulses(40)
+    eq(read(s)["vehicles"], 40, "every pulse of the burst")
+    eq(read(s)["vehicles"], 0, "cleared at each reading")
+    # Its glitch filter is microseconds: a bouncing relay contact counts every edge, which
+    # is why relays stay on the interrupt (min_gap_ms).
+    emu.bounce()
+    eq(read(s)["vehicles"], 3, "a relay's bounces")
+    objs, errors = sensors.build([{"type": "pulse", "counter": 1, "min_gap_ms": 50}],
+                                 "traffic", 1)
+    assert not objs and len(errors) == 1 and "filter_ns" in errors[0], errors
 
 
 def test_pulse_output_stuck_active_is_a_fault():
