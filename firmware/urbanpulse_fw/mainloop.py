@@ -262,10 +262,13 @@ class MainLoop:
                 self.ota.step()
         elif self.trial is not None and clock.diff(now, self.trial) >= 0:
             # An update on trial goes back at the next start by itself (boot.py).
-            self.log("not connected in time: back to the last good config and firmware")
             if "config.trial" in os.listdir():
+                self.log("new config did not reach the broker in time: back to config.bak")
                 with open("config.trial", "w") as f:
                     f.write("99")  # the next start rolls back (cfgtrial.starts)
+            if self.fw_trial:
+                self.log("update did not reach the broker in time: back to the last good "
+                         "firmware")
             self.trial = None
             self.reboot_at = now
             self.reboot_why = "rollback"
@@ -448,19 +451,23 @@ class MainLoop:
                     extra["state"] = "running"  # already: nothing to fetch
                     extra["fw"] = FW_VERSION
                 else:
+                    # The release signature's check, then the download, take the room kept
+                    # for checking commands; it comes back if the update stops (Job.end).
                     n = len(self.spare)
-                    self.spare = []  # the release signature's check takes its room
+                    self.spare = []
                     self.ota = None
                     gc.collect()
                     from urbanpulse_fw import ota
 
                     try:
                         ota.check(self.cfg, d)
-                        self.ota = ota.Job(self, d)
+                        self.ota = ota.Job(self, d, n)
                     finally:
                         hw.unload("ota")
-                        for _ in range(n):
-                            self.spare.append(bytearray(1024))
+                        if self.ota is None:
+                            gc.collect()
+                            for _ in range(n):
+                                self.spare.append(bytearray(1024))
                     extra["state"] = "fetching"  # the first request at the next pass
             elif op == "config":
                 new = d.get("config")

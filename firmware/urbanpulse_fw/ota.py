@@ -15,6 +15,7 @@
 # In ota/: active (the confirmed slot), job ("id version sha256 size" of the release being
 # fetched or tried: the same release is resumed where it stopped), manifest, trial and
 # failed (boot.py), ack (an answer to publish at the next connect).
+import gc
 import hashlib
 import json
 import os
@@ -121,6 +122,7 @@ def check(cfg, d):
     finally:
         for m in ("edkey", "sha512", "ed25519"):
             hw.unload(m)
+        gc.collect()
     if not ok:
         raise ValueError("bad_release_signature")
 
@@ -128,8 +130,9 @@ def check(cfg, d):
 class Job:
     """One release being fetched: the manifest (file 0), then each file it lists."""
 
-    def __init__(self, loop, d):
+    def __init__(self, loop, d, spare):
         self.loop = loop
+        self.spare = spare  # KiB of room for checking commands to give back (end)
         self.cid = d["id"]
         self.version = d["version"]
         try:
@@ -147,7 +150,7 @@ class Job:
         self.sha = d["manifest"]
         self.size = d["size"]
         self.off = _size(self.path)
-        self.buf = bytearray(512)  # reading back for the hash
+        self.buf = bytearray(512)  # type: Any  # reading back for the hash
         self.asked = None  # type: Any  # ticks of the last request
         self.last = time.ticks_ms()  # ticks of the last progress
         self.bytes = 0  # received this boot
@@ -257,7 +260,15 @@ class Job:
 
     def end(self, a):
         a["id"] = self.cid
+        loop = self.loop
         if not a["ok"]:
-            self.loop.log("update %s stopped: %s" % (self.version, a["error"]))
-        _ack(self.loop.up, a)
-        self.loop.ota = None
+            loop.log("update %s stopped: %s" % (self.version, a["error"]))
+        _ack(loop.up, a)
+        loop.ota = None
+        self.buf = None
+        gc.collect()
+        try:
+            for _ in range(self.spare):
+                loop.spare.append(bytearray(1024))
+        except MemoryError:
+            pass  # less room for the next command's check, which says so if it fails
