@@ -14,6 +14,15 @@ STA_IF = 0
 # stdin, and its end is the stop, raised here, in the call the main loop makes on every pass.
 # Reading an empty non-blocking pipe gives None and allocates nothing.
 _stop = sys.stdin.buffer if os.getenv("URBANPULSE_HOST_STOP") else None
+# A board on a serial-like port (tests/support/pty_board.py): its stdin is the REPL's line,
+# and Ctrl-C (0x03) on it interrupts the running firmware, as an ESP32's UART does (its
+# interrupt character); other bytes that come while the firmware runs are dropped.
+_tty = None
+if os.getenv("URBANPULSE_HOST_TTY"):
+    import select
+
+    _tty = select.poll()
+    _tty.register(sys.stdin, select.POLLIN)
 
 # Stable per board folder (the board runs in its own), so each simulated board has its own
 # RSSI and MAC.
@@ -35,6 +44,10 @@ class WLAN:
     def isconnected(self):
         if _stop and _stop.read(1) is not None:  # closed (b""), or written to
             raise KeyboardInterrupt  # the clean stop that follows does not come back here
+        if _tty:
+            for _ in _tty.ipoll(0):
+                if sys.stdin.buffer.read(1) == b"\x03":
+                    raise KeyboardInterrupt
         return self.ssid is not None
 
     def status(self, *args):

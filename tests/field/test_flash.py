@@ -5,6 +5,7 @@ answers; mpremote's copy and verify against a real MicroPython REPL on a pseudo-
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pty
 import shlex
@@ -269,3 +270,41 @@ def test_a_board_that_never_answers_is_a_clear_error(tmp_path: Path, board_confi
                             "--bundle-dir", str(tmp_path / "bundle"))
     assert result.returncode == 2
     assert f"no MicroPython answered on {board.port} within 3 s" in result.stderr
+
+
+def test_a_board_running_the_firmware_is_held_before_the_copy(
+        tmp_path: Path, board_config: Path) -> None:
+    """Ctrl-C stops the firmware but not its watchdog (an ESP32's cannot be stopped), which
+    would reset the board in the middle of the copy; here it is 2 s, and the copy takes
+    longer. `flash` first restarts the board held at the REPL (scripts/hold.py, main.py): no
+    firmware, no watchdog, for that one start."""
+    from support.hostboards import firmware_bundle
+    from support.services import free_port
+
+    config = json.loads(board_config.read_text())
+    config["watchdog_s"] = 2
+    config["mqtt"].update(host="127.0.0.1", port=free_port())  # refused at once: no broker
+    running = tmp_path / "running.json"
+    running.write_text(json.dumps(config))
+    flash_dir = tmp_path / "flash"
+    with PtyBoard(flash_dir) as board:  # MicroPython as flashed: the first copy
+        first = urbanpulse("flash", "--port", board.port, "--no-image", "--no-reset",
+                           "--config", str(running), "--bundle-dir", str(tmp_path / "bundle"))
+        assert first.returncode == 0, first.stderr + first.stdout
+    host = firmware_bundle() / "host"  # the stand-ins for network, the watchdog, the buses
+    with PtyBoard(flash_dir, micropypath=f"{host}::.frozen",
+                  program=["-X", "heapsize=1m", "-i", "-c", "import boot, main"]) as board:
+        fed = flash_dir / "wdt_fed"
+        deadline = time.monotonic() + 30
+        while not fed.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fed.exists(), "the firmware did not start its watchdog"
+        started = time.monotonic()
+        again = urbanpulse("flash", "--port", board.port, "--no-image", "--no-reset",
+                           "--config", str(running), "--bundle-dir", str(tmp_path / "bundle"))
+        took = time.monotonic() - started
+        assert again.returncode == 0, again.stderr + again.stdout
+        assert "hold the board at the REPL" in again.stdout
+        assert board.resets == 1, "held by one reset, and no watchdog reset after it"
+        assert took > config["watchdog_s"], f"the copy took {took:.1f} s"
+        assert not (flash_dir / "hold").exists()  # one start only

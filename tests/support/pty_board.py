@@ -11,6 +11,11 @@ Not covered: USB-serial adapters, DTR/RTS resets, baud rates (a pty ignores them
 ESP32 port's own quirks. The board's filesystem is ``flash_dir`` (the unix port's cwd).
 One difference mpremote meets: the unix port exits on the soft reset (Ctrl-D in raw REPL)
 where an ESP32 reboots, so mpremote must run with ``resume`` (as urbanpulse flash does).
+
+Resets: the unix port has no machine.reset; the firmware and scripts/hold.py exit with code 3
+instead, and the host watchdog SIGKILLs the process. After either, the board is powered on
+again (a reset), as an ESP32 restarts. With ``program`` (micropython's arguments, e.g. the
+firmware: ``-i -c "import boot, main"``) a start runs it, then the REPL.
 """
 
 from __future__ import annotations
@@ -67,14 +72,18 @@ class PtyBoard:
     """The MicroPython unix port's REPL behind a PtyLink; its cwd is the board's flash."""
 
     def __init__(self, flash_dir: Path, micropypath: str | None = None,
-                 start: bool = True) -> None:
+                 start: bool = True, program: list[str] | None = None) -> None:
         self.flash_dir = flash_dir
+        self.program = program or []
+        self.resets = 0
+        self._closing = False
         flash_dir.mkdir(parents=True, exist_ok=True)
         self.link = PtyLink()
         self.port = self.link.port
         self._env = dict(os.environ)
         if micropypath is not None:
             self._env["MICROPYPATH"] = micropypath
+        self._env["URBANPULSE_HOST_TTY"] = "1"  # Ctrl-C interrupts the firmware (network.py)
         self.process: subprocess.Popen[bytes] | None = None
         if start:
             self.power_on()
@@ -84,11 +93,20 @@ class PtyBoard:
         micropython = find_tool("micropython")
         assert micropython, "micropython (the unix port) is not installed: run `make setup`"
         self.process = subprocess.Popen(
-            [micropython], stdin=fd, stdout=fd, stderr=fd, cwd=self.flash_dir, env=self._env,
-            start_new_session=True,
+            [micropython, *self.program], stdin=fd, stdout=fd, stderr=fd, cwd=self.flash_dir,
+            env=self._env, start_new_session=True,
         )
+        threading.Thread(target=self._restart, args=(self.process,), daemon=True).start()
+
+    def _restart(self, process: subprocess.Popen[bytes]) -> None:
+        """Power on again after a reset (exit 3) or the host watchdog (SIGKILL)."""
+        code = process.wait()
+        if not self._closing and code in (3, -9):
+            self.resets += 1
+            self.power_on()
 
     def close(self) -> None:
+        self._closing = True
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)

@@ -5,6 +5,10 @@ print the exact argv and an error can show the tool's own message:
 
 1. ``esptool --chip CHIP --port PORT erase-flash`` and ``write-flash -z OFFSET IMAGE``, the
    chip and its offset read from the image (field/chips.py: esptool refuses a board of another);
+   Without an image (copying onto a board that may run the firmware): hold it first
+   (``mpremote ... exec --no-follow`` of scripts/hold.py): it restarts and stays at the REPL
+   for that one start, so that the firmware's watchdog, which Ctrl-C does not stop, cannot
+   reset it in the middle of the copy;
 2. wait until MicroPython answers on the port (first boot formats the filesystem), and refuse
    one that cannot load the bundle's bytecode;
 3. ``mpremote connect PORT resume exec ... + fs cp ...``: directories, the ``.mpy`` bundle
@@ -60,7 +64,7 @@ class FlashError(RuntimeError):
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # esptool, wait, copy, verify or reset: how flash() runs it
+    kind: str  # boot, hold, esptool, wait, copy, verify or reset: how flash() runs it
     title: str
     argv: list[str]
     timeout_s: float = 120.0
@@ -163,9 +167,17 @@ def wait_step(port: str) -> Step:
                               'getattr(i, "_mpy", 0))'), 15.0)
 
 
+def hold_step(port: str) -> Step:
+    return Step("hold", "hold the board at the REPL (a restart without the firmware and its "
+                "watchdog)", mpremote_argv(port, "exec", "--no-follow",
+                                           board_script("hold", "hold()")), 6.0)
+
+
 def steps(plan: FlashPlan) -> list[Step]:
     out: list[Step] = []
-    if plan.image is not None:
+    if plan.image is None:
+        out.append(hold_step(plan.port))
+    else:
         chip = image_chip(read_header(plan.image))
         out.append(boot_count_step(plan.port))
         out.append(Step("esptool", f"erase the flash ({chip.name})",
@@ -330,6 +342,11 @@ def flash(plan: FlashPlan, wait_s: float = 60.0,
                 say(f"  boot counter {found}: kept")
         elif step.kind == "esptool":
             run_esptool(step, plan.port)
+        elif step.kind == "hold":
+            try:
+                run_step(step)
+            except FlashError as exc:  # no MicroPython answered: the wait step says so
+                say(f"  not held ({str(exc).splitlines()[0]}); going on")
         elif step.kind == "wait":
             check_micropython(wait_for_board(plan.port, wait_s), say)
         elif step.kind == "copy":
