@@ -251,8 +251,11 @@ class Job:
         return hexlify(h.digest()).decode()
 
     def install(self):
-        """Every file is in and checked: reboot into the new firmware, on trial."""
+        """Every file is in and checked: reboot into the new firmware, on trial, with the
+        count of crashes cleared (startup.crashes): an update is what a board in safe mode
+        waits for, and the new firmware starts with its sensors."""
         replace(DIR + "trial", self.slot[-2] + " 0")
+        _rm("crashes")
         self.loop.log("update %s fetched and checked: rebooting into it" % self.version)
         self.end({"ok": True, "state": "installed", "fw": self.version})
         self.loop.reboot_at = self.loop.last_tick

@@ -265,3 +265,23 @@ def test_a_release_that_hangs_is_reset_by_the_watchdog_and_rolled_back(
         assert "back to the last good firmware" in console
     finally:
         sup.stop()
+
+
+def test_a_board_in_safe_mode_takes_an_update_and_starts_with_its_sensors(
+        broker: Broker, boards: Callable[..., Board], keys: Keys, tmp_path: Path) -> None:
+    rel = releases.build(tmp_path / "rel", keys.release, next_firmware(tmp_path, "fw"))
+    rec = Recorder(broker.port)
+    board = boards("soil-ota-01", "soil", broker.port, **keys.board())
+    board.folder.mkdir(parents=True)
+    (board.folder / "crashes").write_text("4\n")  # four crashes behind it, and a fifth reset
+    (board.folder / "reset_cause").write_text("hard")
+    sup = Supervisor(board).start()
+    try:
+        wait_running(rec, board, OLD)
+        assert "safe mode" in board.console() and samples(rec, board.device_id) == []
+        [r] = Rollout(settings(broker), rel, keys.command).run([board.device_id], 0, 60)
+        assert r.state == UPDATED, r
+        wait_more_samples(rec, board)  # the new firmware, with its sensors
+        assert not (board.folder / "crashes").exists()
+    finally:
+        sup.stop()
