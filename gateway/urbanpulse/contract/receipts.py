@@ -15,13 +15,13 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from . import merkle
 from .vocabulary import HOUR_MS
+
+if TYPE_CHECKING:  # the library is loaded where a receipt is signed or checked
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 STATEMENT_PREFIX = "urbanpulse-receipt-v1"
 
@@ -81,6 +81,9 @@ def make_receipt(district: str, hour_ms: int, payloads: Sequence[bytes],
 def parse_receipt(document: bytes | str | dict[str, Any], public_hex: str) -> Receipt:
     """The receipt of a document, its signature checked with ``public_hex``; ReceiptError
     naming what is wrong otherwise."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     receipt = Receipt.from_document(document)
     if receipt.key != public_hex:
         raise ReceiptError(f"signed by another key ({receipt.key[:16]}..)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from .signing import MAC_MEMBER, append_member
+from .envelope import MAC_MEMBER, append_member
 
 MAC_HEX = 64
 _MAC_PREFIX = f',"{MAC_MEMBER}":"'.encode()

@@ -24,9 +24,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .envelope import MAC_MEMBER, SIG_MEMBER, EnvelopeError, append_member, split_member
+
+__all__ = ["MAC_MEMBER", "SIG_MEMBER", "EnvelopeError", "append_member", "split_member"]
+
 DEVICE_KEY_BYTES = 32
-SIG_MEMBER = "sig"
-MAC_MEMBER = "mac"
 # The members every signed command carries besides its op's own (CONTRACT.md v2).
 SIGNED_COMMAND_KEYS = ("id", "op", "device", "n", "exp")
 # The board's answers to a command it does not carry out, beside the op's own errors.
@@ -44,33 +46,6 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 class KeyFileError(ValueError):
     """A key file that cannot be used; the message names the file and why."""
-
-
-class EnvelopeError(ValueError):
-    """A payload whose last member is not the expected signature or MAC, or whose signature
-    does not verify."""
-
-
-# -- the envelope ----------------------------------------------------------------------------
-def append_member(closed: bytes, name: str, hex_value: str) -> bytes:
-    """``closed`` (a JSON object's bytes, ``P`` + ``}``) with ``name`` as its last member."""
-    if not closed.startswith(b"{") or not closed.endswith(b"}") or closed == b"{}":
-        raise EnvelopeError("the signed part must be a non-empty JSON object")
-    return closed[:-1] + f',"{name}":"{hex_value}"}}'.encode()
-
-
-def split_member(payload: bytes, name: str, hex_len: int) -> tuple[bytes, str]:
-    """(the signed bytes ``P`` + ``}``, the hex value) of ``payload`` whose last member is
-    ``name``; EnvelopeError if it is not exactly so formed."""
-    tail = len(name) + hex_len + 7  # ,"NAME":" + hex + "}
-    head = payload[:-tail]
-    member = payload[-tail:]
-    prefix = f',"{name}":"'.encode()
-    value = member[len(prefix):-2]
-    if (len(payload) <= tail + 1 or not head.startswith(b"{") or not member.startswith(prefix)
-            or not member.endswith(b'"}') or not re.fullmatch(rb"[0-9a-f]+", value)):
-        raise EnvelopeError(f'the payload does not end with ,"{name}":"<{hex_len} hex digits>"}}')
-    return head + b"}", value.decode()
 
 
 # -- signed commands -------------------------------------------------------------------------

@@ -18,12 +18,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING
 
 from urbanpulse.contract.lineprotocol import encode_point
 from urbanpulse.contract.receipts import Receipt, make_receipt
 from urbanpulse.contract.vocabulary import HOUR_MS, INTEGRITY_RECEIPT_MEASUREMENT
+
+if TYPE_CHECKING:  # loaded with the receipt key (trail.py)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .archive import (
     CLOSED,

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from urbanpulse.config import Settings
 from urbanpulse.contract.sealed import digest
-from urbanpulse.contract.signing import load_private
 from urbanpulse.contract.vocabulary import HOUR_MS
 
 from .archive import Archive, replay
@@ -39,8 +38,14 @@ class Trail:
         self.archive = None if writer is None else Archive(
             a.path, writer, a.fsync, a.fsync_interval_s)
         key_path = settings.keys.receipt_key
+        key = None
+        if receipts and key_path is not None:
+            # Here only: the process that makes the receipts loads the cryptography library.
+            from urbanpulse.contract.signing import load_private
+
+            key = load_private(key_path)
         self.receipts = ReceiptMaker(
-            a.path, None if key_path is None else load_private(key_path),
+            a.path, key,
             settings.mqtt.topic_prefix, publish, offer, a.retention_days,
             a.max_bytes) if receipts else None
         self._offer = offer
