@@ -77,7 +77,9 @@ class Broker:
 
     def start(self) -> None:
         conf = self.state_dir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        # As the city's broker (broker/policy.py): small packets go out at once.
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                 "set_tcp_nodelay true"]
         if os.geteuid() == 0:
             # As root, mosquitto switches to user `mosquitto`, which cannot save its database
             # in our tmp dir: a persistent session would then not survive a restart.

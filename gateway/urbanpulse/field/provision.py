@@ -192,7 +192,7 @@ def _device(req: BoardRequest) -> Device:
     if (req.lat is None) != (req.lon is None):
         raise ProvisionError("give both --lat and --lon, or neither")
     try:
-        return Device.model_validate({k: v for k, v in values.items() if v is not None})
+        return Device.parse({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         parts = []
         for err in exc.errors(include_url=False):
