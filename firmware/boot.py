@@ -10,7 +10,7 @@ import sys
 s = t = None
 try:
     with open("ota/active") as f:
-        s = f.read()
+        s = f.read().strip()
 except OSError:
     pass
 try:
@@ -18,13 +18,16 @@ try:
         t = f.read().split()  # [slot, starts so far]
 except OSError:
     pass
-if t and t[1] == "0":
-    with open("ota/trial", "w") as f:
-        f.write(t[0] + " 1")
-    s = t[0]
-elif t:
-    os.rename("ota/trial", "ota/failed")  # the update's first start did not confirm it
-    print("UrbanPulse: the update on trial failed, back to the last good firmware")
+try:
+    if t and len(t) == 2 and t[1] == "0":
+        with open("ota/trial", "w") as f:
+            f.write(t[0] + " 1")
+        s = t[0]
+    elif t:  # its first start did not confirm it (or the marker is torn)
+        os.rename("ota/trial", "ota/failed")
+        print("UrbanPulse: the update on trial failed, back to the last good firmware")
+except OSError:
+    pass  # the count cannot be kept (flash full): not on trial, the last good one runs
 if s:
     sys.path.insert(0, "ota/" + s)
 del s, t

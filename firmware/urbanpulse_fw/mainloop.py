@@ -241,7 +241,8 @@ class MainLoop:
             else:
                 self.next_clock = clock.add(now, self.ntp_ms * clock.SCALE)
                 self.ntp_ms = min(self.ntp_ms * 2, 300000)
-        if up.check(now):
+        on = up.check(now)
+        if on:
             if ob.msg is None and ob.pending():
                 # One telemetry message in flight at a time: strict order, bounded retries.
                 n = clock.diff(self.last_publish, now) + self.publish_ms
@@ -260,15 +261,17 @@ class MainLoop:
                 _forget("crashes")
             if self.ota is not None:
                 self.ota.step()
-        elif self.trial is not None and clock.diff(now, self.trial) >= 0:
-            # An update on trial goes back at the next start by itself (boot.py).
+        if self.trial is not None and clock.diff(now, self.trial) >= 0 and (
+                not on or self.fw_trial):
+            # A config on trial is confirmed by the connection itself; an update only by its
+            # health report's PUBACK (none without the clock), so its time runs out connected
+            # too. It goes back at the next start by itself (boot.py).
             if "config.trial" in os.listdir():
                 self.log("new config did not reach the broker in time: back to config.bak")
                 with open("config.trial", "w") as f:
                     f.write("99")  # the next start rolls back (cfgtrial.starts)
             if self.fw_trial:
-                self.log("update did not reach the broker in time: back to the last good "
-                         "firmware")
+                self.log("update not confirmed in time: back to the last good firmware")
             self.trial = None
             self.reboot_at = now
             self.reboot_why = "rollback"
@@ -447,28 +450,12 @@ class MainLoop:
                 self.flushing = True
                 extra["buffered"] = self.outbox.held()
             elif op == "ota":
-                if d.get("version") == FW_VERSION:
-                    extra["state"] = "running"  # already: nothing to fetch
-                    extra["fw"] = FW_VERSION
-                else:
-                    # The release signature's check, then the download, take the room kept
-                    # for checking commands; it comes back if the update stops (Job.end).
-                    n = len(self.spare)
-                    self.spare = []
-                    self.ota = None
-                    gc.collect()
-                    from urbanpulse_fw import ota
+                from urbanpulse_fw import ota  # the download's Job keeps its class alive
 
-                    try:
-                        ota.check(self.cfg, d)
-                        self.ota = ota.Job(self, d, n)
-                    finally:
-                        hw.unload("ota")
-                        if self.ota is None:
-                            gc.collect()
-                            for _ in range(n):
-                                self.spare.append(bytearray(1024))
-                    extra["state"] = "fetching"  # the first request at the next pass
+                try:
+                    ota.command(self, d, extra)
+                finally:
+                    hw.unload("ota")
             elif op == "config":
                 new = d.get("config")
                 if type(new) is not dict or not new:

@@ -23,7 +23,7 @@ import sys
 import time
 from binascii import hexlify, unhexlify
 
-from urbanpulse_fw import FW_VERSION, hw
+from urbanpulse_fw import FW_VERSION, clock, hw
 from urbanpulse_fw.spool import replace
 
 if False:  # for type checkers only: no typing module on the board
@@ -53,7 +53,7 @@ def _size(path):
 def _rm(path):
     """Remove a file, or a folder and everything in it; nothing if it is not there."""
     try:
-        for e in os.ilistdir(path):
+        for e in list(os.ilistdir(path)):  # not while the folder changes under the iterator
             _rm(path + "/" + e[0])
         os.rmdir(path)
     except OSError:
@@ -69,32 +69,80 @@ def _ack(up, d):
 
 def at_start():
     """At every start with an ota/ folder: True if this start runs an update on trial. After
-    a trial that failed (boot.py went back) the answer saying so is left for the connect."""
+    a trial that failed (boot.py went back), or a start that is not the update's though it
+    should be (boot.py could not switch), the answer saying so is left for the connect."""
     names = os.listdir(DIR[:-1])
-    job = _words(DIR + "job") or ["?", "?"]
-    if "failed" in names:
-        slot = _words(DIR + "failed")[:1]
-        os.remove(DIR + "failed")
-        a = {"id": job[0], "ok": True, "state": "running", "fw": FW_VERSION}
-        if slot != _words(DIR + "active"):  # else confirmed just before that reset
-            a = {"id": job[0], "ok": False, "error": "rolled_back", "fw": FW_VERSION,
-                 "tried": job[1]}
+    job = _words(DIR + "job") + ["?", "?"]
+    if "trial" in names and job[1] != FW_VERSION:
+        os.rename(DIR + "trial", DIR + "failed")  # not the update running: not on trial
+        names.append("failed")
+    if "failed" not in names:
+        return "trial" in names
+    slot = _words(DIR + "failed")[:1]
+    a = {"id": job[0], "ok": True, "state": "running", "fw": FW_VERSION}
+    if not slot or slot != _words(DIR + "active") or job[1] != FW_VERSION:
+        a = {"id": job[0], "ok": False, "error": "rolled_back", "fw": FW_VERSION,
+             "tried": job[1]}
+        if slot and slot != _words(DIR + "active"):
             _rm(DIR + slot[0])
-            _rm(DIR + "manifest")
-        os.remove(DIR + "job")
-        replace(DIR + "ack", json.dumps(a))
-        return False
-    return "trial" in names
+        _rm(DIR + "manifest")
+    # The answer first, the marker last: a power cut in between repeats this, not loses it.
+    replace(DIR + "ack", json.dumps(a))
+    _rm(DIR + "job")
+    _rm(DIR + "trial")
+    _rm(DIR + "failed")
+    return False
 
 
 def confirm(up):
     """The update on trial reached the broker and delivered its health: keep it."""
     job = _words(DIR + "job") or ["?"]
-    replace(DIR + "active", _words(DIR + "trial")[0])
-    os.remove(DIR + "trial")
-    os.remove(DIR + "job")
+    t = _words(DIR + "trial")
+    if t:
+        replace(DIR + "active", t[0])
+    _rm(DIR + "trial")
+    _rm(DIR + "job")
     _rm(DIR + "manifest")
     _ack(up, {"id": job[0], "ok": True, "state": "running", "fw": FW_VERSION})
+
+
+def command(loop, d, extra):
+    """The "ota" command d (its signature checked), for mainloop.MainLoop loop; its answer's
+    members go into extra. Raises ValueError with the reason to refuse it."""
+    if d.get("version") == FW_VERSION:
+        # Runs it already, confirmed, or on trial: then its confirmation (or rollback)
+        # answers this command too.
+        extra["state"] = "installed" if loop.fw_trial else "running"
+        extra["fw"] = FW_VERSION
+        if loop.fw_trial:
+            adopt(d.get("id"))
+        return
+    if loop.ota is not None:
+        loop.ota.adopt(d)  # the same release offered again (a new push) takes it over
+        extra["state"] = "fetching"
+        return
+    # The release signature's check, then the download, take the room kept for checking
+    # commands; it comes back if the update stops (Job.end).
+    n = len(loop.spare)
+    loop.spare = []
+    gc.collect()
+    try:
+        check(loop.cfg, d)
+        loop.ota = Job(loop, d, n)
+    finally:
+        if loop.ota is None:
+            gc.collect()
+            for _ in range(n):
+                loop.spare.append(bytearray(1024))
+    extra["state"] = "fetching"  # the first request at the next pass
+
+
+def adopt(cid):
+    """The update on trial answers the command cid when it confirms or rolls back."""
+    job = _words(DIR + "job")
+    if len(job) == 4:
+        job[0] = cid if type(cid) is str and cid and " " not in cid else "?"
+        replace(DIR + "job", " ".join(job))
 
 
 def check(cfg, d):
@@ -139,6 +187,7 @@ class Job:
             os.mkdir(DIR[:-1])
         except OSError:
             pass
+        self.manifest = d["manifest"]
         self.slot = DIR + ("b" if _words(DIR + "active") == ["a"] else "a") + "/"
         job = [self.cid, self.version, d["manifest"], "%d" % d["size"]]
         if _words(DIR + "job")[1:] != job[1:]:  # another release: start afresh
@@ -156,6 +205,18 @@ class Job:
         self.bytes = 0  # received this boot
         up = loop.up
         up.client.subscribe(up.topic + "ota", 0)
+
+    def adopt(self, d):
+        """A new "ota" command during the download: the same release goes on under the new
+        command's id (its push serves it now); another is refused."""
+        if d.get("manifest") != self.manifest:
+            raise ValueError("busy: fetching %s" % self.version)
+        self.cid = d.get("id")
+        job = _words(DIR + "job")
+        if len(job) == 4:
+            job[0] = self.cid
+            replace(DIR + "job", " ".join(job))
+        self.asked = None
 
     def step(self):
         """Each pass of the main loop while connected: ask again what went unanswered."""
@@ -175,8 +236,12 @@ class Job:
         if self.off + n > self.size:
             self.end({"ok": False, "error": "bad_size: %s" % self.path})
             return
-        with open(self.path, "ab") as f:
-            f.write(memoryview(payload)[i + 1:])
+        try:
+            with open(self.path, "ab") as f:
+                f.write(memoryview(payload)[i + 1:])
+        except OSError as e:  # not the connection's: the flash (full?)
+            self.end({"ok": False, "error": "flash: %s" % e})
+            return
         self.off += n
         self.bytes += n
         self.last = time.ticks_ms()
@@ -185,34 +250,50 @@ class Job:
     def next(self):
         """Ask for the next chunk; a whole file is checked first, and once the last one is
         in, the update is installed."""
+        try:
+            why = self.advance()
+        except OSError as e:  # not the connection's: the flash (full?)
+            why = "flash: %s" % e
+        if why == "installed":
+            return
+        if why:
+            self.end({"ok": False, "error": why})
+            return
+        up = self.loop.up
+        up.client.publish(up.topic + "ota/req", ('{"id":%s,"f":%d,"o":%d}' % (
+            json.dumps(self.cid), self.f, self.off)).encode(), 0)
+        self.asked = time.ticks_ms()
+
+    def advance(self):
+        """Past every whole file (checked) to the first one that is not: None, or why the
+        update stops ("installed" when it is complete)."""
         while self.off >= self.size:
+            if self.size == 0:
+                open(self.path, "wb").close()
             if self.hash() != self.sha:
                 os.remove(self.path)
-                self.end({"ok": False, "error": "bad_hash: %s" % self.path})
-                return
+                return "bad_hash: %s" % self.path
             if self.f == 0:
-                w = self.line(0)
+                w = self.line(0) or []
                 m = sys.implementation._mpy
-                v = w[3].split(".") if len(w) == 4 else ["0", "9"]
-                if w[:3] != ["urbanpulse-ota", "1", self.version]:
-                    self.end({"ok": False, "error": "bad_manifest"})
-                    return
-                if int(v[0]) != m & 0xFF or int(v[1]) > m >> 8 & 3:
-                    self.end({"ok": False, "error": "mpy_version: the release needs .mpy "
-                              "%s, this MicroPython runs %d.%d" % (w[3], m & 0xFF,
-                                                                    m >> 8 & 3)})
-                    return
+                v = w[3].split(".") if len(w) == 4 else []
+                if w[:3] != ["urbanpulse-ota", "1", self.version] or len(v) != 2:
+                    return "bad_manifest"
+                try:
+                    if int(v[0]) != m & 0xFF or int(v[1]) > m >> 8 & 3:
+                        return "mpy_version: the release needs .mpy %s, this MicroPython " \
+                               "runs %d.%d" % (w[3], m & 0xFF, m >> 8 & 3)
+                except ValueError:
+                    return "bad_manifest"
             self.f += 1
             w = self.line(self.f)
-            if not w:
+            if w is None:
                 self.install()
-                return
-            p = w[2]
-            if (len(w) != 3 or not p.startswith("urbanpulse_fw/") or ".." in p
-                    or p.strip(_NAME)):
-                self.end({"ok": False, "error": "bad_manifest: %s" % p})
-                return
-            self.path = self.slot + p
+                return "installed"
+            if len(w) != 3 or not w[2].startswith("urbanpulse_fw/") or ".." in w[2] \
+                    or w[2].strip(_NAME) or len(w[1]) != 64 or not w[0].isdigit():
+                return "bad_manifest: line %d" % self.f
+            self.path = self.slot + w[2]
             self.sha = w[1]
             self.size = int(w[0])
             d = ""
@@ -227,17 +308,15 @@ class Job:
             if self.off > self.size:
                 os.remove(self.path)
                 self.off = 0
-        up = self.loop.up
-        up.client.publish(up.topic + "ota/req", ('{"id":%s,"f":%d,"o":%d}' % (
-            json.dumps(self.cid), self.f, self.off)).encode(), 0)
-        self.asked = time.ticks_ms()
+        return None
 
     def line(self, n):
-        """The manifest's line n (0: its header) as words; [] past its end."""
+        """The manifest's line n (0: its header) as words; None past its end."""
         with open(DIR + "manifest") as f:
             for _ in range(n):
                 f.readline()
-            return f.readline().split()
+            t = f.readline()
+        return t.split() if t else None
 
     def hash(self):
         h = hashlib.sha256()
@@ -258,7 +337,8 @@ class Job:
         _rm("crashes")
         self.loop.log("update %s fetched and checked: rebooting into it" % self.version)
         self.end({"ok": True, "state": "installed", "fw": self.version})
-        self.loop.reboot_at = self.loop.last_tick
+        # Once the answer is acknowledged (or after 5 s), as a reboot command.
+        self.loop.reboot_at = clock.add(clock.ticks(), 5000 * clock.SCALE)
         self.loop.reboot_why = "ota"
 
     def end(self, a):

@@ -25,7 +25,15 @@ from urbanpulse.cli.main import main
 from urbanpulse.config import MqttSettings
 from urbanpulse.contract.signing import public_hex, write_private
 from urbanpulse.field import release as releases
-from urbanpulse.field.rollout import CURRENT, FAILED, SKIPPED, UPDATED, Progress, Rollout
+from urbanpulse.field.rollout import (
+    CURRENT,
+    FAILED,
+    SKIPPED,
+    TIMEOUT,
+    UPDATED,
+    Progress,
+    Rollout,
+)
 
 OLD = "0.1.0"
 NEW = "0.1.1"
@@ -206,11 +214,38 @@ def test_a_download_cut_off_goes_on_where_it_stopped(
         sent = r.bytes_sent
         assert sent < (rel.size + len(rel.manifest)) * 1.1, sent
         assert re.search(r"lost|closed|reconnect", board.console()), board.console()[-2000:]
+        assert [a.get("state") for a in rec.docs(board.device_id, "cmd/ack")] == [
+            "fetching", "installed", "running"]
         wait_until(lambda: running(rec, board.device_id, NEW), 30, "the new version online")
         files = sorted(p for p in (board.folder / "ota" / "a").rglob("*") if p.is_file())
         assert [(p.relative_to(board.folder / "ota" / "a").as_posix(),
                  hashlib.sha256(p.read_bytes()).digest()) for p in files] == sorted(
             (p, hashlib.sha256(c).digest()) for p, c in rel.files)
+    finally:
+        sup.stop()
+
+
+def test_a_push_given_up_and_run_again_goes_on_with_the_same_download(
+        broker: Broker, boards: Callable[..., Board], keys: Keys, tmp_path: Path) -> None:
+    """An operator's push that timed out, run again while the board is still fetching: the
+    new command takes the download over (its answers carry the new id), nothing twice."""
+    rel = releases.build(tmp_path / "rel", keys.release, next_firmware(tmp_path, "fw"))
+    rec = Recorder(broker.port)
+    board = boards("water-ota-02", "water", broker.port, **keys.board())
+    sup = Supervisor(board).start()
+    try:
+        wait_running(rec, board, OLD)
+        first = Rollout(settings(broker), rel, keys.command)
+        [a] = first.run([board.device_id], 0, 2)  # gives up while the board fetches
+        assert a.state == TIMEOUT and 0 < a.bytes_sent < rel.size, a
+        second = Rollout(settings(broker), rel, keys.command)
+        [b] = second.run([board.device_id], 0, 90)
+        assert b.state == UPDATED, b
+        assert a.bytes_sent + b.bytes_sent < (rel.size + len(rel.manifest)) * 1.1
+        acks = rec.docs(board.device_id, "cmd/ack")
+        assert [(x["id"], x.get("state")) for x in acks] == [
+            (first.cid, "fetching"), (second.cid, "fetching"), (second.cid, "installed"),
+            (second.cid, "running")], acks
     finally:
         sup.stop()
 

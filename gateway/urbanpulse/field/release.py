@@ -148,8 +148,12 @@ def load(folder: Path, expected_key: str | None = None) -> Release:
     if head[:3] != [ota.MANIFEST_MAGIC, ota.MANIFEST_VERSION, version]:
         raise ReleaseError(f"{folder / MANIFEST}: bad header {lines[:1]}")
     files = []
-    for line in lines[1:]:
-        size, sha_hex, path = line.split(" ")
+    for n, line in enumerate(lines[1:], 2):
+        words = line.split(" ")
+        if len(words) != 3 or not words[0].isdigit() or not ota.PATH.fullmatch(words[2]) \
+                or ".." in words[2]:
+            raise ReleaseError(f"{folder / MANIFEST} line {n}: not SIZE SHA256 PATH: {line!r}")
+        size, sha_hex, path = words
         try:
             data = (folder / FILES / path).read_bytes()
         except OSError as exc:
