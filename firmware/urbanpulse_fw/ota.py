@@ -199,6 +199,9 @@ class Job:
         self.sha = d["manifest"]
         self.size = d["size"]
         self.off = _size(self.path)
+        if self.off > self.size:  # not this release's manifest: fetched again
+            _rm(self.path)
+            self.off = 0
         self.buf = bytearray(512)  # type: Any  # reading back for the hash
         self.asked = None  # type: Any  # ticks of the last request
         self.last = time.ticks_ms()  # ticks of the last progress
