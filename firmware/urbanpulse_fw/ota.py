@@ -138,7 +138,8 @@ def command(loop, d, extra):
 
 
 def adopt(cid):
-    """The update on trial answers the command cid when it confirms or rolls back."""
+    """The update being fetched, or on trial, answers the command cid from now on (when it
+    confirms or rolls back, after a restart too)."""
     job = _words(DIR + "job")
     if len(job) == 4:
         job[0] = cid if type(cid) is str and cid and " " not in cid else "?"
@@ -215,10 +216,7 @@ class Job:
         if d.get("manifest") != self.manifest:
             raise ValueError("busy: fetching %s" % self.version)
         self.cid = d.get("id")
-        job = _words(DIR + "job")
-        if len(job) == 4:
-            job[0] = self.cid
-            replace(DIR + "job", " ".join(job))
+        adopt(self.cid)
         self.asked = None
 
     def step(self):
